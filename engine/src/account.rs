@@ -1,0 +1,90 @@
+//! Account state: posted and pending totals, overdraft limit, frozen flag, metadata.
+//!
+//! `balance = credits_posted − debits_posted`, `available = balance − pending_debits`.
+//! Pending credits are never spendable. Every total keeps exactly the currency's scale.
+
+use std::collections::BTreeMap;
+
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+use crate::amount::{Currency, decimal_bytes};
+use crate::id::Id;
+
+/// String→string pairs attached to an account or transfer (bounded by config).
+pub type Metadata = BTreeMap<String, String>;
+
+/// How far below zero an account's balance may go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Overdraft {
+    /// The balance (minus pending debits) may go down to minus this amount.
+    Limited(#[serde(with = "decimal_bytes")] Decimal),
+    /// No lower bound (settlement and system accounts).
+    Unlimited,
+}
+
+/// One account as the ledger holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Account {
+    pub id: Id,
+    pub currency: Currency,
+    #[serde(with = "decimal_bytes")]
+    pub debits_posted: Decimal,
+    #[serde(with = "decimal_bytes")]
+    pub credits_posted: Decimal,
+    #[serde(with = "decimal_bytes")]
+    pub pending_debits: Decimal,
+    #[serde(with = "decimal_bytes")]
+    pub pending_credits: Decimal,
+    pub overdraft: Overdraft,
+    pub frozen: bool,
+    pub metadata: Metadata,
+    pub created_at_ms: i64,
+    /// Changes applied to the account, creation included.
+    pub version: u64,
+    /// Log sequence of the last change applied to the account (its read barrier).
+    pub last_seq: u64,
+}
+
+impl Account {
+    /// A new, empty account.
+    pub fn new(id: Id, currency: Currency, overdraft: Overdraft, metadata: Metadata, created_at_ms: i64, seq: u64) -> Account {
+        let zero = currency.zero();
+        Account {
+            id,
+            currency,
+            debits_posted: zero,
+            credits_posted: zero,
+            pending_debits: zero,
+            pending_credits: zero,
+            overdraft,
+            frozen: false,
+            metadata,
+            created_at_ms,
+            version: 1,
+            last_seq: seq,
+        }
+    }
+
+    pub fn balance(&self) -> Decimal {
+        self.credits_posted - self.debits_posted
+    }
+
+    pub fn available(&self) -> Decimal {
+        self.balance() - self.pending_debits
+    }
+
+    /// Whether the account respects its overdraft limit once `extra_debits` more are held.
+    pub fn within_overdraft(&self, extra_debits: Decimal) -> bool {
+        match self.overdraft {
+            Overdraft::Unlimited => true,
+            Overdraft::Limited(limit) => self.available() - extra_debits >= -limit,
+        }
+    }
+
+    /// Records one applied change at log sequence `seq`.
+    pub fn touch(&mut self, seq: u64) {
+        self.version += 1;
+        self.last_seq = seq;
+    }
+}

@@ -1,0 +1,233 @@
+//! Property test of the engine against a tiny independent model.
+//!
+//! Random sequences of account, transfer, pending, post, void, expire and freeze operations
+//! run against `engine::Ledger` (the reference decisions plus `apply`) and against a model of
+//! a few lines over `BTreeMap`s. After every step the outcomes must agree, every invariant of
+//! the contract must hold, and replaying the log written so far from empty must give exactly
+//! the same ledger (the restart step).
+
+use std::collections::BTreeMap;
+
+use engine::ledger::TransferDecision;
+use engine::{Currency, Id, Ledger, Overdraft, Record, Rejection, TransferRequest};
+use proptest::prelude::*;
+use rust_decimal::Decimal;
+
+const ACCOUNTS: [&str; 4] = ["a", "b", "c", "d"];
+
+#[derive(Debug, Clone)]
+enum Operation {
+    Transfer { id: u8, debit: usize, credit: usize, cents: i64, pending: bool, timeout_seconds: u64 },
+    Post { id: u8, cents: Option<i64> },
+    Void { id: u8 },
+    Freeze { account: usize, frozen: bool },
+    AdvanceSeconds(i64),
+    Restart,
+}
+
+fn operation() -> impl Strategy<Value = Operation> {
+    prop_oneof![
+        6 => (0_u8..12, 0_usize..4, 0_usize..4, 1_i64..3_000, any::<bool>(), prop_oneof![Just(0_u64), 1_u64..5])
+            .prop_map(|(id, debit, credit, cents, pending, timeout_seconds)| Operation::Transfer {
+                id, debit, credit, cents, pending, timeout_seconds: if pending { timeout_seconds } else { 0 },
+            }),
+        2 => (0_u8..12, proptest::option::of(1_i64..3_000)).prop_map(|(id, cents)| Operation::Post { id, cents }),
+        1 => (0_u8..12).prop_map(|id| Operation::Void { id }),
+        1 => (0_usize..4, any::<bool>()).prop_map(|(account, frozen)| Operation::Freeze { account, frozen }),
+        1 => (1_i64..4).prop_map(Operation::AdvanceSeconds),
+        1 => Just(Operation::Restart),
+    ]
+}
+
+/// The model: balances and holds in cents, nothing else.
+#[derive(Debug, Default)]
+struct Model {
+    posted: BTreeMap<usize, i64>,
+    /// id → (debit, credit, cents, deadline_ms, status: 'p' pending, 'P' posted, 'v' voided, 'e' expired)
+    transfers: BTreeMap<u8, (usize, usize, i64, Option<i64>, char, bool)>,
+    frozen: [bool; 4],
+}
+
+impl Model {
+    fn held_debits(&self, account: usize) -> i64 {
+        self.transfers.values().filter(|t| t.0 == account && t.4 == 'p').map(|t| t.2).sum()
+    }
+    fn available(&self, account: usize) -> i64 {
+        self.posted.get(&account).copied().unwrap_or(0) - self.held_debits(account)
+    }
+    /// Account 0 ("a") has an unlimited overdraft; the others none.
+    fn may_spend(&self, account: usize, cents: i64) -> bool {
+        account == 0 || self.available(account) >= cents
+    }
+}
+
+fn id(text: &str) -> Id {
+    Id::parse(text).unwrap()
+}
+
+fn cents(value: i64) -> Decimal {
+    Decimal::new(value, 2)
+}
+
+fn apply_logged(ledger: &mut Ledger, log: &mut Vec<Record>, record: Record) {
+    let seq = ledger.last_seq + 1;
+    ledger.apply(seq, &record).expect("a decided record applies");
+    log.push(record);
+}
+
+fn replay(log: &[Record]) -> Ledger {
+    let mut ledger = Ledger::default();
+    for (index, record) in log.iter().enumerate() {
+        ledger.apply(index as u64 + 1, record).expect("the log replays");
+    }
+    ledger
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn engine_agrees_with_the_model(operations in proptest::collection::vec(operation(), 1..60)) {
+        let usd = Currency::new("USD", 2);
+        let mut ledger = Ledger::default();
+        let mut log = Vec::new();
+        let mut model = Model::default();
+        let mut now_ms = 1_000_000_i64;
+        for (index, name) in ACCOUNTS.iter().enumerate() {
+            let overdraft = if index == 0 { Overdraft::Unlimited } else { Overdraft::Limited(usd.zero()) };
+            apply_logged(&mut ledger, &mut log, Record::CreateAccount {
+                id: id(name), currency: usd.clone(), overdraft, metadata: Default::default(), created_at_ms: now_ms,
+            });
+        }
+        for operation in operations {
+            match operation {
+                Operation::Transfer { id: number, debit, credit, cents: amount, pending, timeout_seconds } => {
+                    let request = TransferRequest {
+                        id: id(&format!("t{number}")),
+                        debit_account: id(ACCOUNTS[debit]),
+                        credit_account: id(ACCOUNTS[credit]),
+                        amount: cents(amount),
+                        pending,
+                        timeout_seconds,
+                        description: String::new(),
+                        metadata: Default::default(),
+                    };
+                    let expected: Result<bool, Rejection> = match model.transfers.get(&number) {
+                        Some(stored) => {
+                            if (stored.0, stored.1, stored.2, stored.5) == (debit, credit, amount, pending)
+                                && (stored.3.is_some() || timeout_seconds == 0)
+                                && (stored.3.is_none() || timeout_seconds != 0) {
+                                Ok(false)
+                            } else {
+                                Err(Rejection::ExistsWithDifferentFields)
+                            }
+                        }
+                        None if debit == credit => Err(Rejection::AccountsMustBeDifferent),
+                        None if model.frozen[debit] || model.frozen[credit] => Err(Rejection::AccountFrozen),
+                        None if !model.may_spend(debit, amount) => Err(Rejection::InsufficientFunds),
+                        None => Ok(true),
+                    };
+                    let actual = ledger.create_transfer(&request, now_ms);
+                    // Timeout differences on replays are compared through the stored transfer.
+                    match (&expected, &actual) {
+                        (Ok(true), Ok(TransferDecision::New(record))) => {
+                            let deadline = if pending && timeout_seconds > 0 { Some(now_ms + timeout_seconds as i64 * 1000) } else { None };
+                            model.transfers.insert(number, (debit, credit, amount, deadline, if pending { 'p' } else { 'P' }, pending));
+                            if !pending {
+                                *model.posted.entry(debit).or_default() -= amount;
+                                *model.posted.entry(credit).or_default() += amount;
+                            }
+                            apply_logged(&mut ledger, &mut log, record.clone());
+                        }
+                        (Ok(false), Ok(TransferDecision::Replay(_))) => {}
+                        (Err(expected), Err(actual)) => prop_assert_eq!(expected, actual),
+                        (Err(Rejection::ExistsWithDifferentFields), Ok(TransferDecision::Replay(stored))) => {
+                            // The model cannot see timeouts of stored transfers exactly; the
+                            // engine must then have matched every field.
+                            prop_assert!(stored.matches(&request));
+                        }
+                        (Ok(false), Err(Rejection::ExistsWithDifferentFields)) => {
+                            prop_assert!(!ledger.transfers[&request.id].matches(&request));
+                        }
+                        _ => prop_assert!(false, "model {:?} vs engine {:?}", expected, actual),
+                    }
+                }
+                Operation::Post { id: number, cents: amount } => {
+                    let actual = ledger.post(&id(&format!("t{number}")), amount.map(cents), now_ms);
+                    let expected = match model.transfers.get(&number).copied() {
+                        None => Err(Rejection::TransferNotFound),
+                        Some((_, _, _, _, 'P', false)) => Err(Rejection::TransferNotPending),
+                        Some((_, _, _, _, 'P', true)) => Ok(None),
+                        Some((_, _, _, _, 'v', _)) => Err(Rejection::PendingTransferAlreadyVoided),
+                        Some((_, _, _, _, 'e', _)) => Err(Rejection::PendingTransferExpired),
+                        Some((_, _, _, Some(deadline), 'p', _)) if now_ms >= deadline => Err(Rejection::PendingTransferExpired),
+                        Some((_, _, held, _, _, _)) if amount.is_some_and(|amount| amount > held) => Err(Rejection::ExceedsPendingAmount),
+                        Some((debit, credit, _, _, _, _)) if model.frozen[debit] || model.frozen[credit] => Err(Rejection::AccountFrozen),
+                        Some(stored) => Ok(Some(stored)),
+                    };
+                    match (expected, actual) {
+                        (Ok(Some((debit, credit, held, _, _, _))), Ok(Some(record))) => {
+                            let posted = amount.unwrap_or(held);
+                            *model.posted.entry(debit).or_default() -= posted;
+                            *model.posted.entry(credit).or_default() += posted;
+                            model.transfers.get_mut(&number).unwrap().4 = 'P';
+                            apply_logged(&mut ledger, &mut log, record);
+                        }
+                        (Ok(None), Ok(None)) => {}
+                        // A re-post naming a different amount than was posted.
+                        (Ok(None), Err(Rejection::PendingTransferAlreadyPosted)) => prop_assert!(amount.is_some()),
+                        (Err(expected), Err(actual)) => prop_assert_eq!(expected, actual),
+                        (expected, actual) => prop_assert!(false, "post: model {:?} vs engine {:?}", expected, actual),
+                    }
+                }
+                Operation::Void { id: number } => {
+                    let actual = ledger.void(&id(&format!("t{number}")), now_ms);
+                    let expected = match model.transfers.get(&number).copied() {
+                        None => Err(Rejection::TransferNotFound),
+                        Some((_, _, _, _, 'P', false)) => Err(Rejection::TransferNotPending),
+                        Some((_, _, _, _, 'P', true)) => Err(Rejection::PendingTransferAlreadyPosted),
+                        Some((_, _, _, _, 'v', _)) => Ok(false),
+                        Some((_, _, _, _, 'e', _)) => Err(Rejection::PendingTransferExpired),
+                        Some((_, _, _, Some(deadline), 'p', _)) if now_ms >= deadline => Err(Rejection::PendingTransferExpired),
+                        Some(_) => Ok(true),
+                    };
+                    match (expected, actual) {
+                        (Ok(true), Ok(Some(record))) => {
+                            model.transfers.get_mut(&number).unwrap().4 = 'v';
+                            apply_logged(&mut ledger, &mut log, record);
+                        }
+                        (Ok(false), Ok(None)) => {}
+                        (Err(expected), Err(actual)) => prop_assert_eq!(expected, actual),
+                        (expected, actual) => prop_assert!(false, "void: model {:?} vs engine {:?}", expected, actual),
+                    }
+                }
+                Operation::Freeze { account, frozen } => {
+                    model.frozen[account] = frozen;
+                    apply_logged(&mut ledger, &mut log, Record::SetFrozen { account: id(ACCOUNTS[account]), frozen });
+                }
+                Operation::AdvanceSeconds(seconds) => {
+                    now_ms += seconds * 1000;
+                    for record in ledger.expire(now_ms) {
+                        apply_logged(&mut ledger, &mut log, record);
+                    }
+                    for stored in model.transfers.values_mut() {
+                        if stored.4 == 'p' && stored.3.is_some_and(|deadline| now_ms >= deadline) {
+                            stored.4 = 'e';
+                        }
+                    }
+                }
+                Operation::Restart => {
+                    prop_assert_eq!(&replay(&log), &ledger);
+                }
+            }
+            ledger.check_invariants().map_err(|violation| TestCaseError::fail(violation.to_string()))?;
+            for (index, name) in ACCOUNTS.iter().enumerate() {
+                let account = &ledger.accounts[&id(name)];
+                prop_assert_eq!(account.balance(), cents(model.posted.get(&index).copied().unwrap_or(0)), "balance of {}", name);
+                prop_assert_eq!(account.pending_debits, cents(model.held_debits(index)), "pending debits of {}", name);
+                prop_assert_eq!(account.frozen, model.frozen[index]);
+            }
+        }
+        prop_assert_eq!(&replay(&log), &ledger);
+    }
+}
