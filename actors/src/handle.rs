@@ -1,0 +1,420 @@
+//! The front door of the actor tree: [`LedgerHandle`].
+//!
+//! It routes each request to the shard that owns it, bounds the work in flight (beyond
+//! `max_in_flight_transfers` a request is refused with [`LedgerError::Overloaded`] instead of
+//! queueing without bound), and answers only once every effect the answer shows is durable
+//! (the read barrier: it waits for the committer's durable sequence to reach the `last_seq`
+//! of what it returns). It is cheap to clone and safe to share between tasks.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use engine::{Account, Currency, Id, Metadata, Overdraft, Rejection, Transfer, TransferRequest};
+use ractor::{Actor, ActorRef};
+use rust_decimal::Decimal;
+use snapshots::{CommitError, CommitHandle};
+use tokio::sync::{Semaphore, oneshot};
+
+use crate::batch;
+use crate::conversation::{Command, Mode, Outcome, Reply, Start};
+use crate::shard::{Shard, ShardArguments, ShardLoad, ShardMessage, shard_of};
+use crate::supervisor::{Supervisor, SupervisorArguments};
+
+/// Milliseconds since the Unix epoch. Injected so that tests can control time.
+pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
+
+/// The wall clock.
+pub fn system_clock() -> Clock {
+    Arc::new(|| {
+        let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        i64::try_from(since_epoch.as_millis()).unwrap_or(i64::MAX)
+    })
+}
+
+/// How the actor tree is sized and paced.
+#[derive(Clone)]
+pub struct LedgerSettings {
+    /// Number of shard actors (each owns a disjoint part of the accounts and transfer ids).
+    pub shards: usize,
+    /// Transfers (single, batch items, posts, voids) in flight at once; beyond: overloaded.
+    pub max_in_flight_transfers: usize,
+    /// How often holds with a timeout are checked for expiry.
+    pub expiry_tick_ms: u64,
+    pub clock: Clock,
+}
+
+impl Default for LedgerSettings {
+    fn default() -> Self {
+        LedgerSettings { shards: 4, max_in_flight_transfers: 65_536, expiry_tick_ms: 100, clock: system_clock() }
+    }
+}
+
+/// A request to open an account (validated by the caller: id syntax, known currency, limits).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountRequest {
+    pub id: Id,
+    pub currency: Currency,
+    pub overdraft: Overdraft,
+    pub metadata: Metadata,
+}
+
+/// Why an operation did not complete.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LedgerError {
+    /// A business rejection (the contract's error codes).
+    #[error("{0}")]
+    Rejected(Rejection),
+    /// Too much work in flight; retry later.
+    #[error("overloaded")]
+    Overloaded,
+    /// The ledger cannot make progress (the log cannot be written, or an actor failed).
+    /// Nothing unacknowledged is visible; a restart recovers from the log.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl From<CommitError> for LedgerError {
+    fn from(error: CommitError) -> Self {
+        match error {
+            CommitError::Full => LedgerError::Overloaded,
+            CommitError::Closed => LedgerError::Unavailable("the log is closed (shutting down)".to_owned()),
+            CommitError::Failed(reason) => LedgerError::Unavailable(format!("the log cannot be written: {reason}")),
+        }
+    }
+}
+
+/// The result of one item of a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BatchItemResult {
+    Created(Transfer),
+    Exists(Transfer),
+    Rejected(Rejection),
+}
+
+/// Why the actor tree could not start.
+#[derive(Debug, thiserror::Error)]
+#[error("could not start the actors: {0}")]
+pub struct StartError(String);
+
+pub(crate) struct Inner {
+    pub shards: Vec<ActorRef<ShardMessage>>,
+    pub commit: CommitHandle,
+    admission: Arc<Semaphore>,
+    max_in_flight: usize,
+    pub failed: Arc<AtomicBool>,
+    pub next_batch_id: AtomicU64,
+    account_count: Arc<AtomicU64>,
+    supervisor: ActorRef<crate::supervisor::SupervisorMessage>,
+    ticker: tokio::task::JoinHandle<()>,
+}
+
+/// The front door of the actor tree. Cheap to clone.
+#[derive(Clone)]
+pub struct LedgerHandle {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl LedgerHandle {
+    /// Starts the shards with the recovered `ledger` and the committer's handle.
+    pub async fn start(
+        settings: LedgerSettings,
+        ledger: engine::Ledger,
+        commit: CommitHandle,
+    ) -> Result<LedgerHandle, StartError> {
+        assert!(settings.shards >= 1, "at least one shard");
+        let failed = Arc::new(AtomicBool::new(false));
+        let (supervisor, _) =
+            Actor::spawn(None, Supervisor, SupervisorArguments { failed: failed.clone(), commit: commit.clone() })
+                .await
+                .map_err(|error| StartError(error.to_string()))?;
+        let peers = Arc::new(std::sync::OnceLock::new());
+        let account_count = Arc::new(AtomicU64::new(u64::try_from(ledger.accounts.len()).unwrap_or(u64::MAX)));
+        let mut shards = Vec::with_capacity(settings.shards);
+        for index in 0..settings.shards {
+            let arguments = ShardArguments {
+                index,
+                peers: peers.clone(),
+                commit: commit.clone(),
+                clock: settings.clock.clone(),
+                account_count: account_count.clone(),
+            };
+            let (shard, _) = Actor::spawn_linked(None, Shard, arguments, supervisor.get_cell())
+                .await
+                .map_err(|error| StartError(error.to_string()))?;
+            shards.push(shard);
+        }
+        peers.set(shards.clone()).map_err(|_| StartError("peers set twice".to_owned()))?;
+        for (index, load) in partition(ledger, settings.shards).into_iter().enumerate() {
+            shards[index].cast(ShardMessage::Load(Box::new(load))).map_err(|error| StartError(error.to_string()))?;
+        }
+        let ticker = {
+            let shards = shards.clone();
+            let period = Duration::from_millis(settings.expiry_tick_ms.max(1));
+            tokio::spawn(async move {
+                let mut interval = tokio::time::interval(period);
+                interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    interval.tick().await;
+                    for shard in &shards {
+                        if shard.cast(ShardMessage::Tick).is_err() {
+                            return;
+                        }
+                    }
+                }
+            })
+        };
+        let max_in_flight = settings.max_in_flight_transfers.max(1);
+        Ok(LedgerHandle {
+            inner: Arc::new(Inner {
+                shards,
+                commit,
+                admission: Arc::new(Semaphore::new(max_in_flight)),
+                max_in_flight,
+                failed,
+                next_batch_id: AtomicU64::new(1),
+                account_count,
+                supervisor,
+                ticker,
+            }),
+        })
+    }
+
+    /// Number of accounts.
+    pub fn account_count(&self) -> u64 {
+        self.inner.account_count.load(Ordering::Relaxed)
+    }
+
+    /// The committer's handle (durable sequence, subscriptions).
+    pub fn commit(&self) -> &CommitHandle {
+        &self.inner.commit
+    }
+
+    /// Opens an account; `Ok((account, false))` when the same account exists already.
+    pub async fn create_account(&self, request: AccountRequest) -> Result<(Account, bool), LedgerError> {
+        self.check_running()?;
+        let id = request.id.clone();
+        let (account, created) = self.ask(&id, |reply| ShardMessage::CreateAccount { request, reply }).await??;
+        self.wait_durable(account.last_seq).await?;
+        Ok((account, created))
+    }
+
+    /// The account as of the durable log.
+    pub async fn account(&self, id: &Id) -> Result<Account, LedgerError> {
+        let account = self
+            .ask(id, |reply| ShardMessage::GetAccount { id: id.clone(), reply })
+            .await?
+            .ok_or(LedgerError::Rejected(Rejection::AccountNotFound))?;
+        self.wait_durable(account.last_seq).await?;
+        Ok(account)
+    }
+
+    /// Freezes or unfreezes an account (idempotent).
+    pub async fn set_frozen(&self, id: &Id, frozen: bool) -> Result<Account, LedgerError> {
+        self.check_running()?;
+        let account = self.ask(id, |reply| ShardMessage::SetFrozen { id: id.clone(), frozen, reply }).await??;
+        self.wait_durable(account.last_seq).await?;
+        Ok(account)
+    }
+
+    /// Creates a transfer; `Ok((transfer, false))` for an idempotent replay.
+    pub async fn create_transfer(&self, request: TransferRequest) -> Result<(Transfer, bool), LedgerError> {
+        let _permit = self.admit(1)?;
+        let id = request.id.clone();
+        let outcome = self.converse(&id, Command::Create { request: Arc::new(request), mode: Mode::Single }).await?;
+        match outcome {
+            Outcome::Applied(transfer) => Ok((transfer, true)),
+            Outcome::Existing(transfer) => Ok((transfer, false)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Applies a batch as if item by item in index order; `atomic`: all or nothing.
+    pub async fn create_batch(
+        &self,
+        requests: Vec<TransferRequest>,
+        atomic: bool,
+    ) -> Result<Vec<BatchItemResult>, LedgerError> {
+        let _permit = self.admit(requests.len())?;
+        batch::run(self, requests, atomic).await
+    }
+
+    /// Posts a pending transfer (all of it by default).
+    pub async fn post_transfer(&self, id: &Id, amount: Option<Decimal>) -> Result<Transfer, LedgerError> {
+        let _permit = self.admit(1)?;
+        match self.converse(id, Command::Post { id: id.clone(), amount }).await? {
+            Outcome::Applied(transfer) | Outcome::Existing(transfer) => Ok(transfer),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Voids a pending transfer.
+    pub async fn void_transfer(&self, id: &Id) -> Result<Transfer, LedgerError> {
+        let _permit = self.admit(1)?;
+        match self.converse(id, Command::Void { id: id.clone() }).await? {
+            Outcome::Applied(transfer) | Outcome::Existing(transfer) => Ok(transfer),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// A transfer as of the durable log.
+    pub async fn transfer(&self, id: &Id) -> Result<Transfer, LedgerError> {
+        let mut found = self.ask(id, |reply| ShardMessage::GetTransfers { ids: vec![id.clone()], reply }).await?;
+        let transfer = found.pop().flatten().ok_or(LedgerError::Rejected(Rejection::TransferNotFound))?;
+        self.wait_durable(transfer.last_seq).await?;
+        Ok(transfer)
+    }
+
+    /// The transfers that debit or credit `account`, newest first: at most `limit` with a
+    /// creation sequence below `before_seq`, and the cursor of the next page.
+    pub async fn account_transfers(
+        &self,
+        account: &Id,
+        limit: usize,
+        before_seq: Option<u64>,
+    ) -> Result<(Vec<Transfer>, Option<u64>), LedgerError> {
+        let limit = limit.max(1);
+        let entries = self
+            .ask(account, |reply| ShardMessage::History {
+                account: account.clone(),
+                limit: limit + 1,
+                before: before_seq,
+                reply,
+            })
+            .await?
+            .ok_or(LedgerError::Rejected(Rejection::AccountNotFound))?;
+        let has_more = entries.len() > limit;
+        let entries = &entries[..entries.len().min(limit)];
+        let transfers = self.fetch_transfers(entries.iter().map(|(_, id)| id.clone()).collect()).await?;
+        let barrier = transfers.iter().map(|transfer| transfer.last_seq).max().unwrap_or(0);
+        self.wait_durable(barrier).await?;
+        let next = if has_more { entries.last().map(|(seq, _)| *seq) } else { None };
+        Ok((transfers, next))
+    }
+
+    /// Writes an opaque bookkeeping record (webhook state) and returns once it is durable.
+    pub async fn append_external(&self, kind: String, key: String, payload: Vec<u8>) -> Result<u64, LedgerError> {
+        self.check_running()?;
+        let seq = self.inner.commit.submit(vec![engine::Record::External { kind, key, payload }])?;
+        self.wait_durable(seq).await?;
+        Ok(seq)
+    }
+
+    /// Stops taking work, lets what is in flight finish, writes what was decided and stops.
+    pub async fn shutdown(&self) {
+        // Taking every permit waits for every admitted request to finish.
+        let permits = u32::try_from(self.inner.max_in_flight).unwrap_or(u32::MAX);
+        let drained = tokio::time::timeout(Duration::from_secs(30), self.inner.admission.acquire_many(permits)).await;
+        if let Ok(Ok(permit)) = drained {
+            permit.forget();
+        }
+        self.inner.admission.close();
+        self.inner.ticker.abort();
+        self.inner.failed.store(true, Ordering::SeqCst);
+        self.inner.commit.close();
+        self.inner.supervisor.stop_children(None);
+        self.inner.supervisor.stop(None);
+    }
+
+    // ---- plumbing -------------------------------------------------------------------------
+
+    fn check_running(&self) -> Result<(), LedgerError> {
+        if self.inner.failed.load(Ordering::Acquire) {
+            return Err(LedgerError::Unavailable("the ledger is stopped or failed; see the server log".to_owned()));
+        }
+        Ok(())
+    }
+
+    fn admit(&self, count: usize) -> Result<tokio::sync::OwnedSemaphorePermit, LedgerError> {
+        self.check_running()?;
+        let count = u32::try_from(count.clamp(1, self.inner.max_in_flight)).unwrap_or(u32::MAX);
+        self.inner.admission.clone().try_acquire_many_owned(count).map_err(|_| LedgerError::Overloaded)
+    }
+
+    pub(crate) fn shard_for(&self, id: &Id) -> &ActorRef<ShardMessage> {
+        &self.inner.shards[shard_of(id, self.inner.shards.len())]
+    }
+
+    /// Sends a request to the owner of `id` and waits for its answer (not for durability).
+    async fn ask<T>(
+        &self,
+        id: &Id,
+        message: impl FnOnce(oneshot::Sender<T>) -> ShardMessage,
+    ) -> Result<T, LedgerError> {
+        let (reply, answer) = oneshot::channel();
+        self.shard_for(id).cast(message(reply)).map_err(|_| self.unavailable())?;
+        answer.await.map_err(|_| self.unavailable())
+    }
+
+    pub(crate) fn unavailable(&self) -> LedgerError {
+        LedgerError::Unavailable("an actor of the ledger failed; see the server log".to_owned())
+    }
+
+    /// Runs one conversation and waits until its answer is durable.
+    async fn converse(&self, id: &Id, command: Command) -> Result<Outcome, LedgerError> {
+        let (reply, answer) = oneshot::channel();
+        self.shard_for(id)
+            .cast(ShardMessage::Start(Start { command, reply: Reply::One(reply) }))
+            .map_err(|_| self.unavailable())?;
+        let outcome = answer.await.map_err(|_| self.unavailable())?;
+        match &outcome {
+            Outcome::Applied(transfer) | Outcome::Existing(transfer) => self.wait_durable(transfer.last_seq).await?,
+            Outcome::Rejected(rejection) => return Err(LedgerError::Rejected(*rejection)),
+            Outcome::Failed(error) => return Err(error.clone()),
+            Outcome::Tentative(_) | Outcome::TentativeReplay => {}
+        }
+        Ok(outcome)
+    }
+
+    pub(crate) async fn wait_durable(&self, seq: u64) -> Result<(), LedgerError> {
+        self.inner.commit.wait_durable(seq).await.map_err(LedgerError::from)
+    }
+
+    /// Fetches transfers by id from their owners, in the order given.
+    pub(crate) async fn fetch_transfers(&self, ids: Vec<Id>) -> Result<Vec<Transfer>, LedgerError> {
+        let shard_count = self.inner.shards.len();
+        let mut by_shard: Vec<Vec<(usize, Id)>> = vec![Vec::new(); shard_count];
+        for (position, id) in ids.into_iter().enumerate() {
+            by_shard[shard_of(&id, shard_count)].push((position, id));
+        }
+        let mut found: Vec<Option<Transfer>> = Vec::new();
+        let total: usize = by_shard.iter().map(Vec::len).sum();
+        found.resize(total, None);
+        for (shard, wanted) in by_shard.into_iter().enumerate() {
+            if wanted.is_empty() {
+                continue;
+            }
+            let (reply, answer) = oneshot::channel();
+            let ids = wanted.iter().map(|(_, id)| id.clone()).collect();
+            self.inner.shards[shard].cast(ShardMessage::GetTransfers { ids, reply }).map_err(|_| self.unavailable())?;
+            let transfers = answer.await.map_err(|_| self.unavailable())?;
+            for ((position, _), transfer) in wanted.into_iter().zip(transfers) {
+                found[position] = transfer;
+            }
+        }
+        Ok(found.into_iter().flatten().collect())
+    }
+}
+
+fn unexpected(outcome: Outcome) -> LedgerError {
+    match outcome {
+        Outcome::Rejected(rejection) => LedgerError::Rejected(rejection),
+        Outcome::Failed(error) => error,
+        other => unreachable!("a single conversation does not end {other:?}"),
+    }
+}
+
+/// Splits a recovered ledger into the parts each shard owns.
+fn partition(ledger: engine::Ledger, shard_count: usize) -> Vec<ShardLoad> {
+    let mut loads: Vec<ShardLoad> = (0..shard_count).map(|_| ShardLoad::default()).collect();
+    for (id, account) in ledger.accounts {
+        loads[shard_of(&id, shard_count)].accounts.push(account);
+    }
+    for (id, transfer) in ledger.transfers {
+        for account in [&transfer.debit_account, &transfer.credit_account] {
+            loads[shard_of(account, shard_count)].history.push((account.clone(), transfer.seq, id.clone()));
+        }
+        loads[shard_of(&id, shard_count)].transfers.push(transfer);
+    }
+    loads
+}

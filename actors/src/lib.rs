@@ -1,0 +1,20 @@
+//! ledgerd's actor tree.
+//!
+//! Accounts are partitioned over a fixed set of shard actors (ractor on tokio): each account,
+//! and each transfer id, is owned by exactly one shard, chosen by a stable hash of its id, and
+//! that shard serializes every change to it without locks. A transfer is a short conversation
+//! between shards (see [`shard`]): the transfer's owner checks idempotency, the debit account's
+//! owner places a hold, the credit account's owner decides and hands the record to the
+//! committer, then the debit side and the transfer's owner apply the decision. No actor ever
+//! awaits another. [`LedgerHandle`] is the front door: it routes requests, bounds what is in
+//! flight, orders batch items, and answers only once the effect is durable.
+
+mod batch;
+mod conversation;
+mod handle;
+mod shard;
+mod supervisor;
+
+pub use handle::{
+    AccountRequest, BatchItemResult, Clock, LedgerError, LedgerHandle, LedgerSettings, StartError, system_clock,
+};
