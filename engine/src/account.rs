@@ -48,7 +48,14 @@ pub struct Account {
 
 impl Account {
     /// A new, empty account.
-    pub fn new(id: Id, currency: Currency, overdraft: Overdraft, metadata: Metadata, created_at_ms: i64, seq: u64) -> Account {
+    pub fn new(
+        id: Id,
+        currency: Currency,
+        overdraft: Overdraft,
+        metadata: Metadata,
+        created_at_ms: i64,
+        seq: u64,
+    ) -> Account {
         let zero = currency.zero();
         Account {
             id,

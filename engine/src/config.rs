@@ -23,8 +23,7 @@ use toml::de::{DeTable, DeValue};
 pub const DEFAULT_CONFIG_TOML: &str = include_str!("../../config/default.toml");
 
 /// The largest `limits.amount_max`: 10^24, the bound on every account total.
-const AMOUNT_MAX_CEILING: Decimal =
-    Decimal::from_parts(2_701_131_776, 466_537_709, 54_210, false, 0);
+const AMOUNT_MAX_CEILING: Decimal = Decimal::from_parts(2_701_131_776, 466_537_709, 54_210, false, 0);
 
 /// One GiB, the largest `server.body_limit_bytes` and `engine.commit_group_bytes_max`.
 const GIB_BYTES: usize = 1 << 30;
@@ -312,20 +311,10 @@ impl Default for EngineConfig {
 }
 
 fn default_currencies() -> Vec<CurrencyConfig> {
-    [
-        ("USD", 2),
-        ("EUR", 2),
-        ("JPY", 0),
-        ("BTC", 8),
-        ("USDT", 6),
-        ("ETH", 18),
-    ]
-    .into_iter()
-    .map(|(code, scale)| CurrencyConfig {
-        code: code.to_owned(),
-        scale,
-    })
-    .collect()
+    [("USD", 2), ("EUR", 2), ("JPY", 0), ("BTC", 8), ("USDT", 6), ("ETH", 18)]
+        .into_iter()
+        .map(|(code, scale)| CurrencyConfig { code: code.to_owned(), scale })
+        .collect()
 }
 
 fn default_replay_window_seconds() -> u64 {
@@ -428,8 +417,7 @@ impl ConfigError {
     /// The environment variable at fault, for errors of [`apply_overrides`].
     pub fn variable(&self) -> Option<&str> {
         match self {
-            ConfigError::UnknownOverride { variable }
-            | ConfigError::InvalidOverride { variable, .. } => Some(variable),
+            ConfigError::UnknownOverride { variable } | ConfigError::InvalidOverride { variable, .. } => Some(variable),
             _ => None,
         }
     }
@@ -437,18 +425,13 @@ impl ConfigError {
     /// Where in the file the fault is, for errors of [`parse`] that toml located.
     pub fn position(&self) -> Option<Position> {
         match self {
-            ConfigError::UnknownKey { position, .. } | ConfigError::Malformed { position, .. } => {
-                *position
-            }
+            ConfigError::UnknownKey { position, .. } | ConfigError::Malformed { position, .. } => *position,
             _ => None,
         }
     }
 
     fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
-        ConfigError::Invalid {
-            key: key.into(),
-            message: message.into(),
-        }
+        ConfigError::Invalid { key: key.into(), message: message.into() }
     }
 }
 
@@ -461,8 +444,7 @@ fn in_parentheses(position: &Option<Position>) -> String {
 }
 
 fn key_prefix(key: &Option<String>) -> String {
-    key.as_ref()
-        .map_or_else(String::new, |key| format!("{key}: "))
+    key.as_ref().map_or_else(String::new, |key| format!("{key}: "))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -472,8 +454,7 @@ fn key_prefix(key: &Option<String>) -> String {
 /// Parses a config file on top of the embedded default: absent keys take the default's values,
 /// a `[[currencies]]` list replaces the default list. The result is validated.
 pub fn parse(toml_text: &str) -> Result<Config, ConfigError> {
-    let config: Config =
-        toml::from_str(toml_text).map_err(|error| toml_error(toml_text, &error))?;
+    let config: Config = toml::from_str(toml_text).map_err(|error| toml_error(toml_text, &error))?;
     config.validate()?;
     Ok(config)
 }
@@ -493,11 +474,7 @@ fn toml_error(toml_text: &str, error: &toml::de::Error) -> ConfigError {
     let position = span.as_ref().map(|span| position_of(toml_text, span.start));
     let key = span.and_then(|span| key_at_span(toml_text, &span));
     match key {
-        Some(key) if message.starts_with("unknown field `") => ConfigError::UnknownKey {
-            key,
-            position,
-            message,
-        },
+        Some(key) if message.starts_with("unknown field `") => ConfigError::UnknownKey { key, position, message },
         key => {
             // For a missing field toml points at the table lacking it; name the field itself.
             let key = match (quoted_after(&message, "missing field `"), key) {
@@ -505,11 +482,7 @@ fn toml_error(toml_text: &str, error: &toml::de::Error) -> ConfigError {
                 (Some(field), None) => Some(field.to_owned()),
                 (None, key) => key,
             };
-            ConfigError::Malformed {
-                key,
-                position,
-                message,
-            }
+            ConfigError::Malformed { key, position, message }
         }
     }
 }
@@ -528,10 +501,7 @@ fn position_of(text: &str, offset: usize) -> Position {
     }
     let before = &text[..offset];
     let line_start = before.rfind('\n').map_or(0, |newline| newline + 1);
-    Position {
-        line: before.matches('\n').count() + 1,
-        column: before[line_start..].chars().count() + 1,
-    }
+    Position { line: before.matches('\n').count() + 1, column: before[line_start..].chars().count() + 1 }
 }
 
 /// The dotted path of the deepest key or value whose span holds the start of toml's error
@@ -544,13 +514,7 @@ fn key_at_span(toml_text: &str, span: &Range<usize>) -> Option<String> {
     best.map(|(_, path)| path)
 }
 
-fn find_in_table(
-    table: &DeTable<'_>,
-    prefix: &str,
-    depth: usize,
-    offset: usize,
-    best: &mut Option<(usize, String)>,
-) {
+fn find_in_table(table: &DeTable<'_>, prefix: &str, depth: usize, offset: usize, best: &mut Option<(usize, String)>) {
     for (key, value) in table.iter() {
         let path = join_key(prefix, key.get_ref());
         consider(&path, depth, &key.span(), offset, best);
@@ -579,17 +543,9 @@ fn find_in_value(
 
 /// Keeps `path` as the best match when its `candidate` span holds `offset` and it is deeper
 /// than the best so far.
-fn consider(
-    path: &str,
-    depth: usize,
-    candidate: &Range<usize>,
-    offset: usize,
-    best: &mut Option<(usize, String)>,
-) {
+fn consider(path: &str, depth: usize, candidate: &Range<usize>, offset: usize, best: &mut Option<(usize, String)>) {
     let holds = candidate.start <= offset && offset < candidate.end;
-    let deeper = best
-        .as_ref()
-        .is_none_or(|(best_depth, _)| depth > *best_depth);
+    let deeper = best.as_ref().is_none_or(|(best_depth, _)| depth > *best_depth);
     if holds && deeper {
         *best = Some((depth, path.to_owned()));
     }
@@ -597,20 +553,9 @@ fn consider(
 
 /// Appends `key` to a dotted path, quoting it when it is not a bare TOML key.
 fn join_key(prefix: &str, key: &str) -> String {
-    let bare = !key.is_empty()
-        && key
-            .bytes()
-            .all(|byte| byte.is_ascii_alphanumeric() || byte == b'_' || byte == b'-');
-    let key = if bare {
-        key.to_owned()
-    } else {
-        format!("\"{}\"", key.escape_debug())
-    };
-    if prefix.is_empty() {
-        key
-    } else {
-        format!("{prefix}.{key}")
-    }
+    let bare = !key.is_empty() && key.bytes().all(|byte| byte.is_ascii_alphanumeric() || byte == b'_' || byte == b'-');
+    let key = if bare { key.to_owned() } else { format!("\"{}\"", key.escape_debug()) };
+    if prefix.is_empty() { key } else { format!("{prefix}.{key}") }
 }
 
 /// Serde of `limits.amount_max`: a TOML string of decimal digits, held as a [`Decimal`].
@@ -621,16 +566,11 @@ mod amount_max_text {
     use serde::de::{self, Visitor};
     use serde::{Deserializer, Serializer};
 
-    pub(super) fn serialize<S: Serializer>(
-        value: &Decimal,
-        serializer: S,
-    ) -> Result<S::Ok, S::Error> {
+    pub(super) fn serialize<S: Serializer>(value: &Decimal, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.collect_str(&value.normalize())
     }
 
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
-        deserializer: D,
-    ) -> Result<Decimal, D::Error> {
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Decimal, D::Error> {
         deserializer.deserialize_str(AmountMaxVisitor)
     }
 
@@ -659,11 +599,7 @@ fn parse_amount_max(text: &str) -> Result<Decimal, String> {
     }
     let significant = text.trim_start_matches('0');
     // More than 25 significant digits is above 10^24 (and may not fit a Decimal).
-    let value = if significant.len() > 25 {
-        None
-    } else {
-        significant.parse::<Decimal>().ok()
-    };
+    let value = if significant.len() > 25 { None } else { significant.parse::<Decimal>().ok() };
     match value {
         _ if significant.is_empty() => Err("must be positive, got 0".to_owned()),
         Some(value) if value <= AMOUNT_MAX_CEILING => Ok(value),
@@ -682,10 +618,7 @@ fn parse_amount_max(text: &str) -> Result<Decimal, String> {
 /// case-insensitively against the scalar keys of `[server]`, `[storage]`, `[limits]`,
 /// `[engine]` and `[rate_limit]`. The value is read as the key's type (integer, string,
 /// boolean). Later overrides of the same key win. On error `config` is left unchanged.
-pub fn apply_overrides(
-    config: &mut Config,
-    overrides: &[(String, String)],
-) -> Result<(), ConfigError> {
+pub fn apply_overrides(config: &mut Config, overrides: &[(String, String)]) -> Result<(), ConfigError> {
     let Some((first_name, _)) = overrides.first() else {
         return config.validate();
     };
@@ -707,18 +640,13 @@ pub fn apply_overrides(
             return Err(ConfigError::UnknownOverride { variable });
         };
         let key = format!("{section_name}.{key_name}");
-        let invalid = |message: String| ConfigError::InvalidOverride {
-            variable: variable.clone(),
-            key: key.clone(),
-            message,
-        };
+        let invalid =
+            |message: String| ConfigError::InvalidOverride { variable: variable.clone(), key: key.clone(), message };
         let slot = document
             .get_mut(&section_name)
             .and_then(toml::Value::as_table_mut)
             .and_then(|section| section.get_mut(&key_name))
-            .ok_or_else(|| ConfigError::UnknownOverride {
-                variable: variable.clone(),
-            })?;
+            .ok_or_else(|| ConfigError::UnknownOverride { variable: variable.clone() })?;
         *slot = override_value(slot, text).map_err(invalid)?;
         // Read the document back now, so that a value of the wrong form is blamed on this
         // override and no other.
@@ -729,16 +657,10 @@ pub fn apply_overrides(
         applied.push((variable, key));
     }
     updated.validate().map_err(|error| {
-        let overridden = applied
-            .iter()
-            .find(|(_, key)| Some(key.as_str()) == error.key());
+        let overridden = applied.iter().find(|(_, key)| Some(key.as_str()) == error.key());
         match (overridden, error) {
             (Some((variable, key)), ConfigError::Invalid { message, .. }) => {
-                ConfigError::InvalidOverride {
-                    variable: variable.clone(),
-                    key: key.clone(),
-                    message,
-                }
+                ConfigError::InvalidOverride { variable: variable.clone(), key: key.clone(), message }
             }
             (_, error) => error,
         }
@@ -757,9 +679,7 @@ fn overridable_key(document: &toml::Table, name: &str) -> Option<(String, String
         return None;
     }
     let section = document.get(&section_name)?.as_table()?;
-    section
-        .contains_key(&key_name)
-        .then_some((section_name, key_name))
+    section.contains_key(&key_name).then_some((section_name, key_name))
 }
 
 /// Reads an override's text as the type of the value it replaces.
@@ -774,10 +694,7 @@ fn override_value(current: &toml::Value, text: &str) -> Result<toml::Value, Stri
         toml::Value::Boolean(_) => match text.trim().to_ascii_lowercase().as_str() {
             "true" => Ok(toml::Value::Boolean(true)),
             "false" => Ok(toml::Value::Boolean(false)),
-            _ => Err(format!(
-                "expected true or false, got \"{}\"",
-                text.escape_debug()
-            )),
+            _ => Err(format!("expected true or false, got \"{}\"", text.escape_debug())),
         },
         toml::Value::Float(_) => text
             .trim()
@@ -815,41 +732,21 @@ impl Config {
 
     /// The configured currency with exactly this code.
     pub fn currency(&self, code: &str) -> Option<&CurrencyConfig> {
-        self.currencies
-            .iter()
-            .find(|currency| currency.code == code)
+        self.currencies.iter().find(|currency| currency.code == code)
     }
 
     fn validate_server(&self) -> Result<(), ConfigError> {
         let server = &self.server;
-        check_range(
-            "server.body_limit_bytes",
-            server.body_limit_bytes,
-            1,
-            GIB_BYTES,
-        )?;
-        check_range(
-            "server.request_timeout_ms",
-            server.request_timeout_ms,
-            1,
-            3_600_000,
-        )
+        check_range("server.body_limit_bytes", server.body_limit_bytes, 1, GIB_BYTES)?;
+        check_range("server.request_timeout_ms", server.request_timeout_ms, 1, 3_600_000)
     }
 
     fn validate_storage(&self) -> Result<(), ConfigError> {
         let storage = &self.storage;
         if storage.data_dir.as_os_str().is_empty() {
-            return Err(ConfigError::invalid(
-                "storage.data_dir",
-                "must not be empty",
-            ));
+            return Err(ConfigError::invalid("storage.data_dir", "must not be empty"));
         }
-        check_range(
-            "storage.snapshot_interval_seconds",
-            storage.snapshot_interval_seconds,
-            0,
-            31_536_000,
-        )?;
+        check_range("storage.snapshot_interval_seconds", storage.snapshot_interval_seconds, 0, 31_536_000)?;
         check_range("storage.snapshots_kept", storage.snapshots_kept, 1, 1000)?;
         if storage.wal_retention_snapshots > storage.snapshots_kept {
             return Err(ConfigError::invalid(
@@ -873,88 +770,38 @@ impl Config {
             ));
         }
         if amount_max > AMOUNT_MAX_CEILING {
-            return Err(ConfigError::invalid(
-                "limits.amount_max",
-                format!("must be at most 10^24, got {amount_max}"),
-            ));
+            return Err(ConfigError::invalid("limits.amount_max", format!("must be at most 10^24, got {amount_max}")));
         }
         check_range("limits.batch_max", limits.batch_max, 1, 100_000)?;
-        check_range(
-            "limits.max_in_flight_transfers",
-            limits.max_in_flight_transfers,
-            1,
-            16_777_216,
-        )?;
-        check_range(
-            "limits.history_limit_max",
-            limits.history_limit_max,
-            1,
-            100_000,
-        )?;
-        check_range(
-            "limits.metadata_entries_max",
-            limits.metadata_entries_max,
-            0,
-            1024,
-        )?;
-        check_range(
-            "limits.metadata_key_chars_max",
-            limits.metadata_key_chars_max,
-            1,
-            65_536,
-        )?;
-        check_range(
-            "limits.metadata_value_chars_max",
-            limits.metadata_value_chars_max,
-            1,
-            65_536,
-        )?;
-        check_range(
-            "limits.description_chars_max",
-            limits.description_chars_max,
-            1,
-            65_536,
-        )
+        check_range("limits.max_in_flight_transfers", limits.max_in_flight_transfers, 1, 16_777_216)?;
+        check_range("limits.history_limit_max", limits.history_limit_max, 1, 100_000)?;
+        check_range("limits.metadata_entries_max", limits.metadata_entries_max, 0, 1024)?;
+        check_range("limits.metadata_key_chars_max", limits.metadata_key_chars_max, 1, 65_536)?;
+        check_range("limits.metadata_value_chars_max", limits.metadata_value_chars_max, 1, 65_536)?;
+        check_range("limits.description_chars_max", limits.description_chars_max, 1, 65_536)
     }
 
     fn validate_engine(&self) -> Result<(), ConfigError> {
         let engine = &self.engine;
         check_range("engine.shards", engine.shards, 1, 256)?;
-        check_range(
-            "engine.commit_group_records_max",
-            engine.commit_group_records_max,
-            1,
-            1_048_576,
-        )?;
-        check_range(
-            "engine.commit_group_bytes_max",
-            engine.commit_group_bytes_max,
-            1,
-            GIB_BYTES,
-        )?;
+        check_range("engine.commit_group_records_max", engine.commit_group_records_max, 1, 1_048_576)?;
+        check_range("engine.commit_group_bytes_max", engine.commit_group_bytes_max, 1, GIB_BYTES)?;
         // The contract releases an expired hold within one second of its deadline.
         check_range("engine.expiry_tick_ms", engine.expiry_tick_ms, 1, 1000)
     }
 
     fn validate_currencies(&self) -> Result<(), ConfigError> {
         if self.currencies.is_empty() {
-            return Err(ConfigError::invalid(
-                "currencies",
-                "at least one currency is needed",
-            ));
+            return Err(ConfigError::invalid("currencies", "at least one currency is needed"));
         }
         let mut seen = HashSet::new();
         for (index, currency) in self.currencies.iter().enumerate() {
             let code = &currency.code;
-            let valid = (1..=12).contains(&code.len())
-                && code.bytes().all(|byte| byte.is_ascii_alphanumeric());
+            let valid = (1..=12).contains(&code.len()) && code.bytes().all(|byte| byte.is_ascii_alphanumeric());
             if !valid {
                 return Err(ConfigError::invalid(
                     format!("currencies[{index}].code"),
-                    format!(
-                        "must be 1 to 12 characters of A-Z a-z 0-9, got \"{}\"",
-                        code.escape_debug()
-                    ),
+                    format!("must be 1 to 12 characters of A-Z a-z 0-9, got \"{}\"", code.escape_debug()),
                 ));
             }
             if !seen.insert(code.to_ascii_uppercase()) {
@@ -973,12 +820,8 @@ impl Config {
         for (index, token) in self.auth.tokens.iter().enumerate() {
             let key = format!("auth.tokens[{index}].sha256");
             let mut digest = [0_u8; 32];
-            if token.sha256.len() != 64 || hex::decode_to_slice(&token.sha256, &mut digest).is_err()
-            {
-                return Err(ConfigError::invalid(
-                    key,
-                    "must be the SHA-256 of the token as 64 hex digits",
-                ));
+            if token.sha256.len() != 64 || hex::decode_to_slice(&token.sha256, &mut digest).is_err() {
+                return Err(ConfigError::invalid(key, "must be the SHA-256 of the token as 64 hex digits"));
             }
             if !seen.insert(digest) {
                 return Err(ConfigError::invalid(key, "duplicate token"));
@@ -1008,16 +851,11 @@ impl Config {
             let prefix = format!("webhooks.providers[{index}]");
             let name = &provider.name;
             let valid = (1..=64).contains(&name.len())
-                && name
-                    .bytes()
-                    .all(|byte| byte.is_ascii_alphanumeric() || byte == b'_' || byte == b'-');
+                && name.bytes().all(|byte| byte.is_ascii_alphanumeric() || byte == b'_' || byte == b'-');
             if !valid {
                 return Err(ConfigError::invalid(
                     format!("{prefix}.name"),
-                    format!(
-                        "must be 1 to 64 characters of A-Z a-z 0-9 _ -, got \"{}\"",
-                        name.escape_debug()
-                    ),
+                    format!("must be 1 to 64 characters of A-Z a-z 0-9 _ -, got \"{}\"", name.escape_debug()),
                 ));
             }
             if !seen.insert(name.to_ascii_lowercase()) {
@@ -1055,9 +893,7 @@ impl ProviderConfig {
         match self.scheme {
             ProviderScheme::Standard => {
                 if let Some(secret) = &self.secret {
-                    let valid = secret
-                        .strip_prefix("whsec_")
-                        .is_some_and(is_canonical_base64);
+                    let valid = secret.strip_prefix("whsec_").is_some_and(is_canonical_base64);
                     if !valid {
                         return Err(ConfigError::invalid(
                             format!("{prefix}.secret"),
@@ -1065,10 +901,7 @@ impl ProviderConfig {
                         ));
                     }
                 }
-                for (field, value) in [
-                    ("app_id", &self.app_id),
-                    ("api_base_url", &self.api_base_url),
-                ] {
+                for (field, value) in [("app_id", &self.app_id), ("api_base_url", &self.api_base_url)] {
                     if value.is_some() {
                         return Err(ConfigError::invalid(
                             format!("{prefix}.{field}"),
@@ -1079,10 +912,7 @@ impl ProviderConfig {
             }
             ProviderScheme::Ccpayment => {
                 if self.secret.as_deref() == Some("") {
-                    return Err(ConfigError::invalid(
-                        format!("{prefix}.secret"),
-                        "must not be empty",
-                    ));
+                    return Err(ConfigError::invalid(format!("{prefix}.secret"), "must not be empty"));
                 }
                 if self.app_id.as_deref().is_none_or(str::is_empty) {
                     return Err(ConfigError::invalid(
@@ -1091,13 +921,9 @@ impl ProviderConfig {
                     ));
                 }
                 let url_valid = self.api_base_url.as_deref().is_some_and(|url| {
-                    let rest = url
-                        .strip_prefix("https://")
-                        .or_else(|| url.strip_prefix("http://"));
+                    let rest = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://"));
                     rest.is_some_and(|rest| {
-                        !rest.is_empty()
-                            && !rest.starts_with('/')
-                            && !url.contains(char::is_whitespace)
+                        !rest.is_empty() && !rest.starts_with('/') && !url.contains(char::is_whitespace)
                     })
                 });
                 if !url_valid {
@@ -1106,26 +932,11 @@ impl ProviderConfig {
                         "is required by scheme \"ccpayment\" and must start with http:// or https://",
                     ));
                 }
-                check_range(
-                    &format!("{prefix}.fetch_timeout_ms"),
-                    self.fetch_timeout_ms,
-                    1,
-                    600_000,
-                )?;
-                check_range(
-                    &format!("{prefix}.fetch_retries"),
-                    self.fetch_retries,
-                    0,
-                    10,
-                )?;
+                check_range(&format!("{prefix}.fetch_timeout_ms"), self.fetch_timeout_ms, 1, 600_000)?;
+                check_range(&format!("{prefix}.fetch_retries"), self.fetch_retries, 0, 10)?;
             }
         }
-        check_range(
-            &format!("{prefix}.replay_window_seconds"),
-            self.replay_window_seconds,
-            1,
-            86_400,
-        )
+        check_range(&format!("{prefix}.replay_window_seconds"), self.replay_window_seconds, 1, 86_400)
     }
 }
 
@@ -1166,11 +977,7 @@ impl RateLimitConfig {
 
     /// The burst size to use: `burst`, or `per_token_per_second` when `burst` is 0.
     pub fn effective_burst(&self) -> u32 {
-        if self.burst == 0 {
-            self.per_token_per_second
-        } else {
-            self.burst
-        }
+        if self.burst == 0 { self.per_token_per_second } else { self.burst }
     }
 }
 
@@ -1179,19 +986,14 @@ where
     T: PartialOrd + fmt::Display,
 {
     if value < min || value > max {
-        return Err(ConfigError::invalid(
-            key,
-            format!("must be between {min} and {max}, got {value}"),
-        ));
+        return Err(ConfigError::invalid(key, format!("must be between {min} and {max}, got {value}")));
     }
     Ok(())
 }
 
 fn is_environment_variable_name(name: &str) -> bool {
     let mut bytes = name.bytes();
-    bytes
-        .next()
-        .is_some_and(|first| first.is_ascii_alphabetic() || first == b'_')
+    bytes.next().is_some_and(|first| first.is_ascii_alphabetic() || first == b'_')
         && bytes.all(|byte| byte.is_ascii_alphanumeric() || byte == b'_')
 }
 
@@ -1241,10 +1043,7 @@ mod tests {
     use super::*;
 
     fn overrides(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
-            .collect()
+        pairs.iter().map(|(name, value)| ((*name).to_owned(), (*value).to_owned())).collect()
     }
 
     /// Parses `text` and returns the key of the error, failing if it parses.
@@ -1262,10 +1061,7 @@ mod tests {
         let config = parse(DEFAULT_CONFIG_TOML).expect("embedded default parses");
         config.validate().expect("embedded default validates");
         assert_eq!(config, default_config());
-        assert_eq!(
-            config.server.bind,
-            "127.0.0.1:8080".parse::<SocketAddr>().unwrap()
-        );
+        assert_eq!(config.server.bind, "127.0.0.1:8080".parse::<SocketAddr>().unwrap());
         assert_eq!(config.server.body_limit_bytes, 4_194_304);
         assert_eq!(config.server.request_timeout_ms, 10_000);
         assert_eq!(config.server.log_format, LogFormat::Text);
@@ -1273,10 +1069,7 @@ mod tests {
         assert_eq!(config.storage.snapshot_interval_seconds, 300);
         assert_eq!(config.storage.snapshots_kept, 3);
         assert_eq!(config.storage.wal_retention_snapshots, 0);
-        assert_eq!(
-            config.limits.amount_max,
-            Decimal::from(1_000_000_000_000_000_u64)
-        );
+        assert_eq!(config.limits.amount_max, Decimal::from(1_000_000_000_000_000_u64));
         assert_eq!(config.limits.batch_max, 8190);
         assert_eq!(config.limits.max_in_flight_transfers, 65_536);
         assert_eq!(config.limits.history_limit_max, 1000);
@@ -1288,22 +1081,9 @@ mod tests {
         assert_eq!(config.engine.commit_group_records_max, 16_384);
         assert_eq!(config.engine.commit_group_bytes_max, 4_194_304);
         assert_eq!(config.engine.expiry_tick_ms, 100);
-        let currencies: Vec<(&str, u32)> = config
-            .currencies
-            .iter()
-            .map(|currency| (currency.code.as_str(), currency.scale))
-            .collect();
-        assert_eq!(
-            currencies,
-            [
-                ("USD", 2),
-                ("EUR", 2),
-                ("JPY", 0),
-                ("BTC", 8),
-                ("USDT", 6),
-                ("ETH", 18)
-            ]
-        );
+        let currencies: Vec<(&str, u32)> =
+            config.currencies.iter().map(|currency| (currency.code.as_str(), currency.scale)).collect();
+        assert_eq!(currencies, [("USD", 2), ("EUR", 2), ("JPY", 0), ("BTC", 8), ("USDT", 6), ("ETH", 18)]);
         assert!(config.auth.tokens.is_empty());
         assert!(!config.auth_enabled());
         assert_eq!(config.rate_limit.per_token_per_second, 0);
@@ -1325,23 +1105,12 @@ mod tests {
 
     #[test]
     fn partial_file_keeps_defaults() {
-        let config = parse(
-            "[server]\nbind = \"0.0.0.0:9000\"\n\n[limits]\nbatch_max = 10\n\n[engine]\nshards = 8\n",
-        )
-        .unwrap();
+        let config =
+            parse("[server]\nbind = \"0.0.0.0:9000\"\n\n[limits]\nbatch_max = 10\n\n[engine]\nshards = 8\n").unwrap();
         let defaults = default_config();
-        assert_eq!(
-            config.server.bind,
-            "0.0.0.0:9000".parse::<SocketAddr>().unwrap()
-        );
-        assert_eq!(
-            config.server.body_limit_bytes,
-            defaults.server.body_limit_bytes
-        );
-        assert_eq!(
-            config.server.request_timeout_ms,
-            defaults.server.request_timeout_ms
-        );
+        assert_eq!(config.server.bind, "0.0.0.0:9000".parse::<SocketAddr>().unwrap());
+        assert_eq!(config.server.body_limit_bytes, defaults.server.body_limit_bytes);
+        assert_eq!(config.server.request_timeout_ms, defaults.server.request_timeout_ms);
         assert_eq!(config.limits.batch_max, 10);
         assert_eq!(config.limits.amount_max, defaults.limits.amount_max);
         assert_eq!(config.engine.shards, 8);
@@ -1357,10 +1126,7 @@ mod tests {
         assert_eq!(error.key(), Some("colour"));
         assert_eq!(error.position(), Some(Position { line: 1, column: 1 }));
         let text = error.to_string();
-        assert!(
-            text.starts_with("invalid config: unknown key `colour` at line 1, column 1"),
-            "{text}"
-        );
+        assert!(text.starts_with("invalid config: unknown key `colour` at line 1, column 1"), "{text}");
         assert!(!text.contains('\n'), "one line: {text}");
     }
 
@@ -1371,20 +1137,11 @@ mod tests {
         assert_eq!(error.key(), Some("server.bnd"));
         assert_eq!(error.position(), Some(Position { line: 3, column: 1 }));
         let text = error.to_string();
-        assert!(
-            text.starts_with("invalid config: unknown key `server.bnd`"),
-            "{text}"
-        );
-        assert!(
-            text.contains("expected one of"),
-            "toml's message is kept: {text}"
-        );
+        assert!(text.starts_with("invalid config: unknown key `server.bnd`"), "{text}");
+        assert!(text.contains("expected one of"), "toml's message is kept: {text}");
 
         assert_eq!(rejected_key("[storage]\nfoo = 1\n"), "storage.foo");
-        assert_eq!(
-            rejected_key("server = { bind = \"127.0.0.1:1\", x = 1 }"),
-            "server.x"
-        );
+        assert_eq!(rejected_key("server = { bind = \"127.0.0.1:1\", x = 1 }"), "server.x");
         assert_eq!(
             rejected_key(&format!(
                 "[[webhooks.providers]]\nname = \"a\"\nscheme = \"standard\"\nsecret = \"{STANDARD_SECRET}\"\n\
@@ -1392,10 +1149,7 @@ mod tests {
             )),
             "webhooks.providers[1].secrett"
         );
-        assert_eq!(
-            rejected_key("[[currencies]]\ncode = \"USD\"\nscale = 2\ndecimals = 2\n"),
-            "currencies[0].decimals"
-        );
+        assert_eq!(rejected_key("[[currencies]]\ncode = \"USD\"\nscale = 2\ndecimals = 2\n"), "currencies[0].decimals");
         assert_eq!(rejected_key("[auth]\ntoken = []\n"), "auth.token");
     }
 
@@ -1404,52 +1158,18 @@ mod tests {
         let error = parse("[limits]\nbatch_max = \"many\"\n").unwrap_err();
         assert!(matches!(error, ConfigError::Malformed { .. }), "{error:?}");
         assert_eq!(error.key(), Some("limits.batch_max"));
-        assert_eq!(
-            error.position(),
-            Some(Position {
-                line: 2,
-                column: 13
-            })
-        );
-        assert!(
-            error
-                .to_string()
-                .starts_with("invalid config: limits.batch_max: invalid type")
-        );
+        assert_eq!(error.position(), Some(Position { line: 2, column: 13 }));
+        assert!(error.to_string().starts_with("invalid config: limits.batch_max: invalid type"));
 
         assert_eq!(rejected_key("[engine]\nshards = -1\n"), "engine.shards");
-        assert_eq!(
-            rejected_key("[server]\nbind = \"localhost\"\n"),
-            "server.bind"
-        );
-        assert_eq!(
-            rejected_key("[server]\nlog_format = \"xml\"\n"),
-            "server.log_format"
-        );
-        assert_eq!(
-            rejected_key("[limits]\namount_max = 1000\n"),
-            "limits.amount_max"
-        );
-        assert_eq!(
-            rejected_key("[limits]\namount_max = \"12.5\"\n"),
-            "limits.amount_max"
-        );
-        assert_eq!(
-            rejected_key("[limits]\namount_max = \"0\"\n"),
-            "limits.amount_max"
-        );
-        assert_eq!(
-            rejected_key("[limits]\namount_max = \"1000000000000000000000001\"\n"),
-            "limits.amount_max"
-        );
-        assert_eq!(
-            rejected_key("[[auth.tokens]]\nsha256 = \"00\"\nrole = \"root\"\n"),
-            "auth.tokens[0].role"
-        );
-        assert_eq!(
-            rejected_key("[[currencies]]\ncode = \"USD\"\n"),
-            "currencies[0].scale"
-        );
+        assert_eq!(rejected_key("[server]\nbind = \"localhost\"\n"), "server.bind");
+        assert_eq!(rejected_key("[server]\nlog_format = \"xml\"\n"), "server.log_format");
+        assert_eq!(rejected_key("[limits]\namount_max = 1000\n"), "limits.amount_max");
+        assert_eq!(rejected_key("[limits]\namount_max = \"12.5\"\n"), "limits.amount_max");
+        assert_eq!(rejected_key("[limits]\namount_max = \"0\"\n"), "limits.amount_max");
+        assert_eq!(rejected_key("[limits]\namount_max = \"1000000000000000000000001\"\n"), "limits.amount_max");
+        assert_eq!(rejected_key("[[auth.tokens]]\nsha256 = \"00\"\nrole = \"root\"\n"), "auth.tokens[0].role");
+        assert_eq!(rejected_key("[[currencies]]\ncode = \"USD\"\n"), "currencies[0].scale");
         let error = parse("[server\nbind = 1\n").unwrap_err();
         assert!(matches!(error, ConfigError::Malformed { .. }), "{error:?}");
         assert_eq!(error.position().map(|position| position.line), Some(1));
@@ -1472,33 +1192,18 @@ mod tests {
     #[test]
     fn currencies_list_replaces_the_defaults() {
         let config =
-            parse("[[currencies]]\ncode = \"GBP\"\nscale = 2\n\n[[currencies]]\ncode = \"XAU\"\nscale = 4\n")
-                .unwrap();
+            parse("[[currencies]]\ncode = \"GBP\"\nscale = 2\n\n[[currencies]]\ncode = \"XAU\"\nscale = 4\n").unwrap();
         assert_eq!(
             config.currencies,
             vec![
-                CurrencyConfig {
-                    code: "GBP".to_owned(),
-                    scale: 2
-                },
-                CurrencyConfig {
-                    code: "XAU".to_owned(),
-                    scale: 4
-                },
+                CurrencyConfig { code: "GBP".to_owned(), scale: 2 },
+                CurrencyConfig { code: "XAU".to_owned(), scale: 4 },
             ]
         );
-        assert_eq!(
-            config.currency("XAU").map(|currency| currency.scale),
-            Some(4)
-        );
+        assert_eq!(config.currency("XAU").map(|currency| currency.scale), Some(4));
         assert!(config.currency("USD").is_none());
         assert!(config.currency("gbp").is_none());
-        assert_eq!(
-            default_config()
-                .currency("ETH")
-                .map(|currency| currency.scale),
-            Some(18)
-        );
+        assert_eq!(default_config().currency("ETH").map(|currency| currency.scale), Some(18));
     }
 
     #[test]
@@ -1525,25 +1230,16 @@ mod tests {
         assert_eq!(standard.fetch_retries, 2);
         let ccpayment = &config.webhooks.providers[1];
         assert_eq!(ccpayment.scheme, ProviderScheme::Ccpayment);
-        assert_eq!(
-            ccpayment.secret_env.as_deref(),
-            Some("LEDGERD_CCPAYMENT_SECRET")
-        );
+        assert_eq!(ccpayment.secret_env.as_deref(), Some("LEDGERD_CCPAYMENT_SECRET"));
         assert_eq!(ccpayment.fetch_retries, 5);
         let debug = format!("{standard:?}");
-        assert!(
-            !debug.contains("MfKQ9r8"),
-            "Debug hides the secret: {debug}"
-        );
+        assert!(!debug.contains("MfKQ9r8"), "Debug hides the secret: {debug}");
         assert!(debug.contains("<redacted>"));
     }
 
     #[test]
     fn sha256_bytes_of_invalid_hex_is_zero() {
-        let token = TokenConfig {
-            sha256: "xyz".to_owned(),
-            role: Role::Client,
-        };
+        let token = TokenConfig { sha256: "xyz".to_owned(), role: Role::Client };
         assert_eq!(token.sha256_bytes(), [0; 32]);
     }
 
@@ -1565,10 +1261,7 @@ mod tests {
             ]),
         )
         .unwrap();
-        assert_eq!(
-            config.server.bind,
-            "0.0.0.0:9000".parse::<SocketAddr>().unwrap()
-        );
+        assert_eq!(config.server.bind, "0.0.0.0:9000".parse::<SocketAddr>().unwrap());
         assert_eq!(config.server.log_format, LogFormat::Json);
         assert_eq!(config.storage.data_dir, PathBuf::from("/var/lib/ledgerd"));
         assert_eq!(config.storage.snapshot_interval_seconds, 60);
@@ -1602,19 +1295,9 @@ mod tests {
     #[test]
     fn override_value_reads_booleans_and_floats() {
         let flag = toml::Value::Boolean(false);
-        assert_eq!(
-            override_value(&flag, "TRUE"),
-            Ok(toml::Value::Boolean(true))
-        );
-        assert_eq!(
-            override_value(&flag, "false"),
-            Ok(toml::Value::Boolean(false))
-        );
-        assert!(
-            override_value(&flag, "yes")
-                .unwrap_err()
-                .contains("true or false")
-        );
+        assert_eq!(override_value(&flag, "TRUE"), Ok(toml::Value::Boolean(true)));
+        assert_eq!(override_value(&flag, "false"), Ok(toml::Value::Boolean(false)));
+        assert!(override_value(&flag, "yes").unwrap_err().contains("true or false"));
         let number = toml::Value::Float(0.5);
         assert_eq!(override_value(&number, "1.5"), Ok(toml::Value::Float(1.5)));
         assert!(override_value(&number, "x").is_err());
@@ -1636,18 +1319,9 @@ mod tests {
             let mut config = default_config();
             let error = apply_overrides(&mut config, &overrides(&[(name, "1")])).unwrap_err();
             let variable = format!("LEDGERD_{name}");
-            assert_eq!(
-                error,
-                ConfigError::UnknownOverride {
-                    variable: variable.clone()
-                }
-            );
+            assert_eq!(error, ConfigError::UnknownOverride { variable: variable.clone() });
             assert_eq!(error.key(), Some(variable.as_str()));
-            assert!(
-                error
-                    .to_string()
-                    .contains(&format!("unknown key `{variable}`"))
-            );
+            assert!(error.to_string().contains(&format!("unknown key `{variable}`")));
             assert_eq!(config, default_config(), "unchanged on error");
         }
     }
@@ -1668,28 +1342,16 @@ mod tests {
             let mut config = default_config();
             let error = apply_overrides(&mut config, &overrides(&[(name, value)])).unwrap_err();
             let variable = format!("LEDGERD_{name}");
-            assert_eq!(
-                error.variable(),
-                Some(variable.as_str()),
-                "{name}={value}: {error}"
-            );
+            assert_eq!(error.variable(), Some(variable.as_str()), "{name}={value}: {error}");
             assert_eq!(error.key(), Some(key), "{name}={value}: {error}");
-            assert!(
-                error
-                    .to_string()
-                    .starts_with(&format!("invalid config: {variable} ({key}): ")),
-                "{error}"
-            );
+            assert!(error.to_string().starts_with(&format!("invalid config: {variable} ({key}): ")), "{error}");
             assert_eq!(config, default_config(), "unchanged on error");
         }
         // A rule broken by two overrides together names the key it is checked on.
         let mut config = default_config();
         let error = apply_overrides(
             &mut config,
-            &overrides(&[
-                ("RATE_LIMIT__PER_TOKEN_PER_SECOND", "10"),
-                ("RATE_LIMIT__BURST", "5"),
-            ]),
+            &overrides(&[("RATE_LIMIT__PER_TOKEN_PER_SECOND", "10"), ("RATE_LIMIT__BURST", "5")]),
         )
         .unwrap_err();
         assert_eq!(error.key(), Some("rate_limit.burst"));
@@ -1699,30 +1361,19 @@ mod tests {
     #[test]
     fn validation_error_after_overrides_names_the_right_variable() {
         let mut config = default_config();
-        let error = apply_overrides(
-            &mut config,
-            &overrides(&[("LIMITS__BATCH_MAX", "0"), ("ENGINE__SHARDS", "8")]),
-        )
-        .unwrap_err();
+        let error = apply_overrides(&mut config, &overrides(&[("LIMITS__BATCH_MAX", "0"), ("ENGINE__SHARDS", "8")]))
+            .unwrap_err();
         assert_eq!(error.variable(), Some("LEDGERD_LIMITS__BATCH_MAX"));
         // The same key twice: the later spelling is the one blamed (and the one applied).
-        let error = apply_overrides(
-            &mut config,
-            &overrides(&[("limits__batch_max", "5"), ("LIMITS__BATCH_MAX", "0")]),
-        )
-        .unwrap_err();
+        let error = apply_overrides(&mut config, &overrides(&[("limits__batch_max", "5"), ("LIMITS__BATCH_MAX", "0")]))
+            .unwrap_err();
         assert_eq!(error.variable(), Some("LEDGERD_LIMITS__BATCH_MAX"));
-        apply_overrides(
-            &mut config,
-            &overrides(&[("limits__batch_max", "0"), ("LIMITS__BATCH_MAX", "5")]),
-        )
-        .unwrap();
+        apply_overrides(&mut config, &overrides(&[("limits__batch_max", "0"), ("LIMITS__BATCH_MAX", "5")])).unwrap();
         assert_eq!(config.limits.batch_max, 5);
         // A rule broken by a key no override touched is reported as a plain validation error.
         let mut config = default_config();
         config.engine.shards = 0;
-        let error =
-            apply_overrides(&mut config, &overrides(&[("LIMITS__BATCH_MAX", "5")])).unwrap_err();
+        let error = apply_overrides(&mut config, &overrides(&[("LIMITS__BATCH_MAX", "5")])).unwrap_err();
         assert!(matches!(error, ConfigError::Invalid { .. }), "{error:?}");
         assert_eq!(error.key(), Some("engine.shards"));
     }
@@ -1730,14 +1381,10 @@ mod tests {
     #[test]
     fn each_validation_rule_names_its_key() {
         let provider = |body: &str| format!("[[webhooks.providers]]\n{body}\n");
-        let standard =
-            |extra: &str| provider(&format!("name = \"p\"\nscheme = \"standard\"\n{extra}"));
-        let ccpayment =
-            |extra: &str| provider(&format!("name = \"c\"\nscheme = \"ccpayment\"\n{extra}"));
-        let cc_complete =
-            "app_id = \"a\"\nsecret_env = \"S\"\napi_base_url = \"https://x.example\"\n";
-        let token =
-            |digest: &str| format!("[[auth.tokens]]\nsha256 = \"{digest}\"\nrole = \"client\"\n");
+        let standard = |extra: &str| provider(&format!("name = \"p\"\nscheme = \"standard\"\n{extra}"));
+        let ccpayment = |extra: &str| provider(&format!("name = \"c\"\nscheme = \"ccpayment\"\n{extra}"));
+        let cc_complete = "app_id = \"a\"\nsecret_env = \"S\"\napi_base_url = \"https://x.example\"\n";
+        let token = |digest: &str| format!("[[auth.tokens]]\nsha256 = \"{digest}\"\nrole = \"client\"\n");
         let cases: Vec<(String, &str)> = vec![
             ("[server]\nbody_limit_bytes = 0".into(), "server.body_limit_bytes"),
             ("[server]\nbody_limit_bytes = 1073741825".into(), "server.body_limit_bytes"),
@@ -1765,8 +1412,7 @@ mod tests {
             ("[[currencies]]\ncode = \"US-D\"\nscale = 2".into(), "currencies[0].code"),
             ("[[currencies]]\ncode = \"ABCDEFGHIJKLM\"\nscale = 2".into(), "currencies[0].code"),
             (
-                "[[currencies]]\ncode = \"USD\"\nscale = 2\n[[currencies]]\ncode = \"usd\"\nscale = 2"
-                    .into(),
+                "[[currencies]]\ncode = \"USD\"\nscale = 2\n[[currencies]]\ncode = \"usd\"\nscale = 2".into(),
                 "currencies[1].code",
             ),
             ("[[currencies]]\ncode = \"USD\"\nscale = 19".into(), "currencies[0].scale"),
@@ -1783,19 +1429,34 @@ mod tests {
             (standard("secret_env = \"1BAD\""), "webhooks.providers[0].secret_env"),
             (standard("secret_env = \"S\"\napp_id = \"a\""), "webhooks.providers[0].app_id"),
             (standard("secret_env = \"S\"\nreplay_window_seconds = 0"), "webhooks.providers[0].replay_window_seconds"),
-            (standard("secret_env = \"S\"\nreplay_window_seconds = 86401"), "webhooks.providers[0].replay_window_seconds"),
             (
-                provider("name = \"bad name\"\nscheme = \"standard\"\nsecret_env = \"S\""),
+                standard("secret_env = \"S\"\nreplay_window_seconds = 86401"),
+                "webhooks.providers[0].replay_window_seconds",
+            ),
+            (provider("name = \"bad name\"\nscheme = \"standard\"\nsecret_env = \"S\""), "webhooks.providers[0].name"),
+            (
+                provider(&format!("name = \"{}\"\nscheme = \"standard\"\nsecret_env = \"S\"", "n".repeat(65))),
                 "webhooks.providers[0].name",
             ),
-            (provider(&format!("name = \"{}\"\nscheme = \"standard\"\nsecret_env = \"S\"", "n".repeat(65))), "webhooks.providers[0].name"),
-            (format!("{}{}", standard("secret_env = \"S\""), standard("secret_env = \"T\"")), "webhooks.providers[1].name"),
+            (
+                format!("{}{}", standard("secret_env = \"S\""), standard("secret_env = \"T\"")),
+                "webhooks.providers[1].name",
+            ),
             (ccpayment("secret_env = \"S\"\napi_base_url = \"https://x.example\""), "webhooks.providers[0].app_id"),
             (ccpayment("app_id = \"a\"\napi_base_url = \"https://x.example\""), "webhooks.providers[0].secret"),
-            (ccpayment("app_id = \"a\"\nsecret = \"\"\napi_base_url = \"https://x.example\""), "webhooks.providers[0].secret"),
+            (
+                ccpayment("app_id = \"a\"\nsecret = \"\"\napi_base_url = \"https://x.example\""),
+                "webhooks.providers[0].secret",
+            ),
             (ccpayment("app_id = \"a\"\nsecret_env = \"S\""), "webhooks.providers[0].api_base_url"),
-            (ccpayment("app_id = \"a\"\nsecret_env = \"S\"\napi_base_url = \"ftp://x.example\""), "webhooks.providers[0].api_base_url"),
-            (ccpayment("app_id = \"a\"\nsecret_env = \"S\"\napi_base_url = \"https://\""), "webhooks.providers[0].api_base_url"),
+            (
+                ccpayment("app_id = \"a\"\nsecret_env = \"S\"\napi_base_url = \"ftp://x.example\""),
+                "webhooks.providers[0].api_base_url",
+            ),
+            (
+                ccpayment("app_id = \"a\"\nsecret_env = \"S\"\napi_base_url = \"https://\""),
+                "webhooks.providers[0].api_base_url",
+            ),
             (ccpayment(&format!("{cc_complete}fetch_timeout_ms = 0")), "webhooks.providers[0].fetch_timeout_ms"),
             (ccpayment(&format!("{cc_complete}fetch_retries = 11")), "webhooks.providers[0].fetch_retries"),
         ];
@@ -1834,10 +1495,7 @@ mod tests {
     #[test]
     fn validation_error_display_names_the_key() {
         let error = parse("[limits]\nbatch_max = 0\n").unwrap_err();
-        assert_eq!(
-            error.to_string(),
-            "invalid config: limits.batch_max: must be between 1 and 100000, got 0"
-        );
+        assert_eq!(error.to_string(), "invalid config: limits.batch_max: must be between 1 and 100000, got 0");
         assert_eq!(error.key(), Some("limits.batch_max"));
         assert_eq!(error.variable(), None);
     }
@@ -1846,20 +1504,11 @@ mod tests {
     fn validate_checks_amount_max_set_in_code() {
         let mut config = default_config();
         config.limits.amount_max = Decimal::new(15, 1);
-        assert_eq!(
-            config.validate().unwrap_err().key(),
-            Some("limits.amount_max")
-        );
+        assert_eq!(config.validate().unwrap_err().key(), Some("limits.amount_max"));
         config.limits.amount_max = AMOUNT_MAX_CEILING + Decimal::ONE;
-        assert_eq!(
-            config.validate().unwrap_err().key(),
-            Some("limits.amount_max")
-        );
+        assert_eq!(config.validate().unwrap_err().key(), Some("limits.amount_max"));
         config.limits.amount_max = Decimal::ZERO;
-        assert_eq!(
-            config.validate().unwrap_err().key(),
-            Some("limits.amount_max")
-        );
+        assert_eq!(config.validate().unwrap_err().key(), Some("limits.amount_max"));
     }
 
     #[test]

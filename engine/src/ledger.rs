@@ -170,7 +170,11 @@ pub fn apply_to_transfers(transfers: &mut HashMap<Id, Transfer>, seq: u64, recor
     Ok(())
 }
 
-fn pending_transfer<'a>(transfers: &'a mut HashMap<Id, Transfer>, seq: u64, id: &Id) -> Result<&'a mut Transfer, ApplyError> {
+fn pending_transfer<'a>(
+    transfers: &'a mut HashMap<Id, Transfer>,
+    seq: u64,
+    id: &Id,
+) -> Result<&'a mut Transfer, ApplyError> {
     let stored = transfers.get_mut(id).ok_or_else(|| ApplyError::MissingTransfer { seq, transfer: id.clone() })?;
     if stored.status != TransferStatus::Pending {
         return Err(ApplyError::NotPending { seq, transfer: id.clone() });
@@ -312,7 +316,8 @@ impl Ledger {
 
     /// Expiry records for every hold whose deadline is at or before `now_ms`, in id order.
     pub fn expire(&self, now_ms: i64) -> Vec<Record> {
-        let mut due: Vec<&Transfer> = self.transfers.values().filter(|transfer| rules::is_expired(transfer, now_ms)).collect();
+        let mut due: Vec<&Transfer> =
+            self.transfers.values().filter(|transfer| rules::is_expired(transfer, now_ms)).collect();
         due.sort_by(|a, b| a.id.cmp(&b.id));
         due.into_iter().map(expiry_record).collect()
     }
@@ -324,7 +329,10 @@ impl Ledger {
         for transfer in self.transfers.values() {
             for account in [&transfer.debit_account, &transfer.credit_account] {
                 if !self.accounts.contains_key(account) {
-                    return Err(InvariantViolation::DanglingTransfer { transfer: transfer.id.clone(), account: account.clone() });
+                    return Err(InvariantViolation::DanglingTransfer {
+                        transfer: transfer.id.clone(),
+                        account: account.clone(),
+                    });
                 }
             }
             if transfer.status == TransferStatus::Pending {
@@ -335,7 +343,10 @@ impl Ledger {
         for account in self.accounts.values() {
             *sums.entry(&account.currency.code).or_default() += account.balance();
             if !account.within_overdraft(Decimal::ZERO) {
-                return Err(InvariantViolation::Overdrawn { account: account.id.clone(), available: account.available() });
+                return Err(InvariantViolation::Overdrawn {
+                    account: account.id.clone(),
+                    available: account.available(),
+                });
             }
             let (debits, credits) = held.get(&account.id).copied().unwrap_or_default();
             if account.pending_debits != debits {

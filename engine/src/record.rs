@@ -89,7 +89,9 @@ impl Record {
             Record::CreateTransfer { debit_account, credit_account, .. }
             | Record::PostPending { debit_account, credit_account, .. }
             | Record::VoidPending { debit_account, credit_account, .. }
-            | Record::ExpirePending { debit_account, credit_account, .. } => (Some(debit_account), Some(credit_account)),
+            | Record::ExpirePending { debit_account, credit_account, .. } => {
+                (Some(debit_account), Some(credit_account))
+            }
             Record::External { .. } => (None, None),
         }
     }
@@ -98,9 +100,9 @@ impl Record {
     pub fn transfer(&self) -> Option<&Id> {
         match self {
             Record::CreateTransfer { id, .. } => Some(id),
-            Record::PostPending { transfer, .. } | Record::VoidPending { transfer, .. } | Record::ExpirePending { transfer, .. } => {
-                Some(transfer)
-            }
+            Record::PostPending { transfer, .. }
+            | Record::VoidPending { transfer, .. }
+            | Record::ExpirePending { transfer, .. } => Some(transfer),
             _ => None,
         }
     }
@@ -185,7 +187,8 @@ pub fn decode_group(bytes: &[u8]) -> Result<Group, DecodeError> {
     if version != GROUP_FORMAT_VERSION {
         return Err(DecodeError::Version(version));
     }
-    let (group, rest): (Group, &[u8]) = postcard::take_from_bytes(payload).map_err(|error| DecodeError::Payload(error.to_string()))?;
+    let (group, rest): (Group, &[u8]) =
+        postcard::take_from_bytes(payload).map_err(|error| DecodeError::Payload(error.to_string()))?;
     if !rest.is_empty() {
         return Err(DecodeError::Trailing);
     }

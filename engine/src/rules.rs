@@ -39,11 +39,13 @@ pub fn debit_facts(account: &Account, amount: Decimal, held_elsewhere: Decimal) 
     // Everything that may leave the account: posted, held by pending transfers, held by
     // transfers in flight, and this amount. Neither that total nor the balance net of it may
     // leave the representable range.
-    let outgoing = add_total(account.pending_debits, held_elsewhere, scale).and_then(|held| add_total(held, amount, scale));
+    let outgoing =
+        add_total(account.pending_debits, held_elsewhere, scale).and_then(|held| add_total(held, amount, scale));
     let overflow = match outgoing {
         None => true,
         Some(outgoing) => {
-            add_total(account.debits_posted, outgoing, scale).is_none() || sub_total(account.balance(), outgoing, scale).is_none()
+            add_total(account.debits_posted, outgoing, scale).is_none()
+                || sub_total(account.balance(), outgoing, scale).is_none()
         }
     };
     DebitFacts {

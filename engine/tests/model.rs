@@ -39,18 +39,37 @@ fn operation() -> impl Strategy<Value = Operation> {
     ]
 }
 
+/// Where a transfer of the model is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Status {
+    Pending,
+    Posted,
+    Voided,
+    Expired,
+}
+
+/// A transfer of the model.
+#[derive(Debug, Clone, Copy)]
+struct ModelTransfer {
+    debit: usize,
+    credit: usize,
+    cents: i64,
+    deadline_ms: Option<i64>,
+    status: Status,
+    pending: bool,
+}
+
 /// The model: balances and holds in cents, nothing else.
 #[derive(Debug, Default)]
 struct Model {
     posted: BTreeMap<usize, i64>,
-    /// id → (debit, credit, cents, deadline_ms, status: 'p' pending, 'P' posted, 'v' voided, 'e' expired)
-    transfers: BTreeMap<u8, (usize, usize, i64, Option<i64>, char, bool)>,
+    transfers: BTreeMap<u8, ModelTransfer>,
     frozen: [bool; 4],
 }
 
 impl Model {
     fn held_debits(&self, account: usize) -> i64 {
-        self.transfers.values().filter(|t| t.0 == account && t.4 == 'p').map(|t| t.2).sum()
+        self.transfers.values().filter(|t| t.debit == account && t.status == Status::Pending).map(|t| t.cents).sum()
     }
     fn available(&self, account: usize) -> i64 {
         self.posted.get(&account).copied().unwrap_or(0) - self.held_debits(account)
@@ -78,7 +97,7 @@ fn apply_logged(ledger: &mut Ledger, log: &mut Vec<Record>, record: Record) {
 fn replay(log: &[Record]) -> Ledger {
     let mut ledger = Ledger::default();
     for (index, record) in log.iter().enumerate() {
-        ledger.apply(index as u64 + 1, record).expect("the log replays");
+        ledger.apply(u64::try_from(index).unwrap() + 1, record).expect("the log replays");
     }
     ledger
 }
@@ -114,9 +133,9 @@ proptest! {
                     };
                     let expected: Result<bool, Rejection> = match model.transfers.get(&number) {
                         Some(stored) => {
-                            if (stored.0, stored.1, stored.2, stored.5) == (debit, credit, amount, pending)
-                                && (stored.3.is_some() || timeout_seconds == 0)
-                                && (stored.3.is_none() || timeout_seconds != 0) {
+                            if (stored.debit, stored.credit, stored.cents, stored.pending) == (debit, credit, amount, pending)
+                                && (stored.deadline_ms.is_some() || timeout_seconds == 0)
+                                && (stored.deadline_ms.is_none() || timeout_seconds != 0) {
                                 Ok(false)
                             } else {
                                 Err(Rejection::ExistsWithDifferentFields)
@@ -131,8 +150,10 @@ proptest! {
                     // Timeout differences on replays are compared through the stored transfer.
                     match (&expected, &actual) {
                         (Ok(true), Ok(TransferDecision::New(record))) => {
-                            let deadline = if pending && timeout_seconds > 0 { Some(now_ms + timeout_seconds as i64 * 1000) } else { None };
-                            model.transfers.insert(number, (debit, credit, amount, deadline, if pending { 'p' } else { 'P' }, pending));
+                            let timeout_ms = i64::try_from(timeout_seconds).unwrap() * 1000;
+                            let deadline_ms = (pending && timeout_seconds > 0).then_some(now_ms + timeout_ms);
+                            let status = if pending { Status::Pending } else { Status::Posted };
+                            model.transfers.insert(number, ModelTransfer { debit, credit, cents: amount, deadline_ms, status, pending });
                             if !pending {
                                 *model.posted.entry(debit).or_default() -= amount;
                                 *model.posted.entry(credit).or_default() += amount;
@@ -156,21 +177,21 @@ proptest! {
                     let actual = ledger.post(&id(&format!("t{number}")), amount.map(cents), now_ms);
                     let expected = match model.transfers.get(&number).copied() {
                         None => Err(Rejection::TransferNotFound),
-                        Some((_, _, _, _, 'P', false)) => Err(Rejection::TransferNotPending),
-                        Some((_, _, _, _, 'P', true)) => Ok(None),
-                        Some((_, _, _, _, 'v', _)) => Err(Rejection::PendingTransferAlreadyVoided),
-                        Some((_, _, _, _, 'e', _)) => Err(Rejection::PendingTransferExpired),
-                        Some((_, _, _, Some(deadline), 'p', _)) if now_ms >= deadline => Err(Rejection::PendingTransferExpired),
-                        Some((_, _, held, _, _, _)) if amount.is_some_and(|amount| amount > held) => Err(Rejection::ExceedsPendingAmount),
-                        Some((debit, credit, _, _, _, _)) if model.frozen[debit] || model.frozen[credit] => Err(Rejection::AccountFrozen),
+                        Some(ModelTransfer { status: Status::Posted, pending: false, .. }) => Err(Rejection::TransferNotPending),
+                        Some(ModelTransfer { status: Status::Posted, .. }) => Ok(None),
+                        Some(ModelTransfer { status: Status::Voided, .. }) => Err(Rejection::PendingTransferAlreadyVoided),
+                        Some(ModelTransfer { status: Status::Expired, .. }) => Err(Rejection::PendingTransferExpired),
+                        Some(ModelTransfer { deadline_ms: Some(deadline), .. }) if now_ms >= deadline => Err(Rejection::PendingTransferExpired),
+                        Some(stored) if amount.is_some_and(|amount| amount > stored.cents) => Err(Rejection::ExceedsPendingAmount),
+                        Some(stored) if model.frozen[stored.debit] || model.frozen[stored.credit] => Err(Rejection::AccountFrozen),
                         Some(stored) => Ok(Some(stored)),
                     };
                     match (expected, actual) {
-                        (Ok(Some((debit, credit, held, _, _, _))), Ok(Some(record))) => {
-                            let posted = amount.unwrap_or(held);
-                            *model.posted.entry(debit).or_default() -= posted;
-                            *model.posted.entry(credit).or_default() += posted;
-                            model.transfers.get_mut(&number).unwrap().4 = 'P';
+                        (Ok(Some(stored)), Ok(Some(record))) => {
+                            let posted = amount.unwrap_or(stored.cents);
+                            *model.posted.entry(stored.debit).or_default() -= posted;
+                            *model.posted.entry(stored.credit).or_default() += posted;
+                            model.transfers.get_mut(&number).unwrap().status = Status::Posted;
                             apply_logged(&mut ledger, &mut log, record);
                         }
                         (Ok(None), Ok(None)) => {}
@@ -184,16 +205,16 @@ proptest! {
                     let actual = ledger.void(&id(&format!("t{number}")), now_ms);
                     let expected = match model.transfers.get(&number).copied() {
                         None => Err(Rejection::TransferNotFound),
-                        Some((_, _, _, _, 'P', false)) => Err(Rejection::TransferNotPending),
-                        Some((_, _, _, _, 'P', true)) => Err(Rejection::PendingTransferAlreadyPosted),
-                        Some((_, _, _, _, 'v', _)) => Ok(false),
-                        Some((_, _, _, _, 'e', _)) => Err(Rejection::PendingTransferExpired),
-                        Some((_, _, _, Some(deadline), 'p', _)) if now_ms >= deadline => Err(Rejection::PendingTransferExpired),
+                        Some(ModelTransfer { status: Status::Posted, pending: false, .. }) => Err(Rejection::TransferNotPending),
+                        Some(ModelTransfer { status: Status::Posted, .. }) => Err(Rejection::PendingTransferAlreadyPosted),
+                        Some(ModelTransfer { status: Status::Voided, .. }) => Ok(false),
+                        Some(ModelTransfer { status: Status::Expired, .. }) => Err(Rejection::PendingTransferExpired),
+                        Some(ModelTransfer { deadline_ms: Some(deadline), .. }) if now_ms >= deadline => Err(Rejection::PendingTransferExpired),
                         Some(_) => Ok(true),
                     };
                     match (expected, actual) {
                         (Ok(true), Ok(Some(record))) => {
-                            model.transfers.get_mut(&number).unwrap().4 = 'v';
+                            model.transfers.get_mut(&number).unwrap().status = Status::Voided;
                             apply_logged(&mut ledger, &mut log, record);
                         }
                         (Ok(false), Ok(None)) => {}
@@ -211,8 +232,8 @@ proptest! {
                         apply_logged(&mut ledger, &mut log, record);
                     }
                     for stored in model.transfers.values_mut() {
-                        if stored.4 == 'p' && stored.3.is_some_and(|deadline| now_ms >= deadline) {
-                            stored.4 = 'e';
+                        if stored.status == Status::Pending && stored.deadline_ms.is_some_and(|deadline| now_ms >= deadline) {
+                            stored.status = Status::Expired;
                         }
                     }
                 }
