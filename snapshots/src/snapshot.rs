@@ -1,0 +1,539 @@
+//! Snapshot files: the whole [`Ledger`] at a log sequence, in
+//! `<data_dir>/snapshots/snap-<seq, 20 digits>.snap`.
+//!
+//! A file is a fixed header followed by a body, the postcard encoding of the ledger's
+//! accounts, transfers, external facts and last sequence. Header (little-endian):
+//!
+//! | bytes | field |
+//! |---|---|
+//! | 10 | magic `LEDGERSNAP` |
+//! | 1 | format version |
+//! | 8 | seq (the ledger's last applied sequence) |
+//! | 8 | account count |
+//! | 8 | transfer count |
+//! | 8 | created_at_ms (i64) |
+//! | 8 | body length |
+//! | 4 | crc32c of the body |
+//! | 4 | crc32c of the 55 header bytes before it |
+//!
+//! Writing: `snap-<seq>.tmp`, streamed, `sync_all`, rename, fsync of the directory, so a file
+//! with the final name is always complete. Reading checks the header checksum, the length
+//! (truncation), the body checksum, the decoding (no trailing bytes), that the counts and the
+//! sequence agree with the body, and finally [`Ledger::check_invariants`]. Any flipped byte or
+//! truncation is an error naming the file, never a partial ledger.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use engine::account::Account;
+use engine::id::Id;
+use engine::ledger::{InvariantViolation, Ledger};
+use engine::transfer::Transfer;
+use serde::{Deserialize, Serialize, Serializer};
+
+use crate::wal::sync_dir;
+
+/// Name of the snapshots' directory inside the data directory.
+pub const SNAPSHOTS_DIR_NAME: &str = "snapshots";
+/// First bytes of every snapshot file.
+pub const SNAPSHOT_MAGIC: &[u8; 10] = b"LEDGERSNAP";
+/// Version of the current snapshot format.
+pub const SNAPSHOT_FORMAT_VERSION: u8 = 1;
+/// Length of the header.
+pub const SNAPSHOT_HEADER_BYTES: usize = 59;
+const HEADER_CHECKED_BYTES: usize = SNAPSHOT_HEADER_BYTES - 4;
+const FILE_PREFIX: &str = "snap-";
+const FILE_SUFFIX: &str = ".snap";
+const TMP_SUFFIX: &str = ".tmp";
+const SEQ_DIGITS: usize = 20;
+
+/// What a snapshot's header says, and where it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotInfo {
+    /// The file stem, `snap-<seq, 20 digits>`.
+    pub id: String,
+    /// Sequence of the last record folded into it.
+    pub seq: u64,
+    pub accounts: u64,
+    pub transfers: u64,
+    pub created_at_ms: i64,
+    /// Size of the file.
+    pub bytes: u64,
+    pub path: PathBuf,
+}
+
+/// Why a snapshot could not be written or is not sound.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("snapshot {path}: {action}: {source}")]
+    Io { path: PathBuf, action: &'static str, source: io::Error },
+    #[error("snapshot {path} is corrupt: {reason}")]
+    Corrupt { path: PathBuf, reason: String },
+    #[error("snapshot {path} breaks an invariant: {violation}")]
+    Invariant { path: PathBuf, violation: InvariantViolation },
+    #[error("{id:?} is not a snapshot id (expected snap-<20 digits>)")]
+    BadId { id: String },
+}
+
+fn io_error<'a>(path: &'a Path, action: &'static str) -> impl FnOnce(io::Error) -> SnapshotError + 'a {
+    move |source| SnapshotError::Io { path: path.to_owned(), action, source }
+}
+
+fn corrupt(path: &Path, reason: impl Into<String>) -> SnapshotError {
+    SnapshotError::Corrupt { path: path.to_owned(), reason: reason.into() }
+}
+
+/// `<data_dir>/snapshots`.
+pub fn snapshots_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join(SNAPSHOTS_DIR_NAME)
+}
+
+/// The id of the snapshot at `seq`.
+pub fn snapshot_id(seq: u64) -> String {
+    format!("{FILE_PREFIX}{seq:0width$}", width = SEQ_DIGITS)
+}
+
+/// The path of the snapshot at `seq`.
+pub fn snapshot_path(data_dir: &Path, seq: u64) -> PathBuf {
+    snapshots_dir(data_dir).join(format!("{}{FILE_SUFFIX}", snapshot_id(seq)))
+}
+
+/// The sequence an id (or file stem) names, if it is one.
+pub fn parse_snapshot_id(id: &str) -> Option<u64> {
+    let digits = id.strip_prefix(FILE_PREFIX)?;
+    if digits.len() != SEQ_DIGITS || !digits.bytes().all(|byte| byte.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// The path of the snapshot with id `id` in `data_dir` (the id is checked, so it cannot name
+/// a file elsewhere).
+pub fn snapshot_path_for_id(data_dir: &Path, id: &str) -> Result<PathBuf, SnapshotError> {
+    let seq = parse_snapshot_id(id).ok_or_else(|| SnapshotError::BadId { id: id.to_owned() })?;
+    Ok(snapshot_path(data_dir, seq))
+}
+
+/// The header fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Header {
+    seq: u64,
+    accounts: u64,
+    transfers: u64,
+    created_at_ms: i64,
+    body_len: u64,
+    body_crc: u32,
+}
+
+impl Header {
+    fn encode(&self) -> [u8; SNAPSHOT_HEADER_BYTES] {
+        let mut bytes = [0_u8; SNAPSHOT_HEADER_BYTES];
+        bytes[0..10].copy_from_slice(SNAPSHOT_MAGIC);
+        bytes[10] = SNAPSHOT_FORMAT_VERSION;
+        bytes[11..19].copy_from_slice(&self.seq.to_le_bytes());
+        bytes[19..27].copy_from_slice(&self.accounts.to_le_bytes());
+        bytes[27..35].copy_from_slice(&self.transfers.to_le_bytes());
+        bytes[35..43].copy_from_slice(&self.created_at_ms.to_le_bytes());
+        bytes[43..51].copy_from_slice(&self.body_len.to_le_bytes());
+        bytes[51..55].copy_from_slice(&self.body_crc.to_le_bytes());
+        let header_crc = crc32c::crc32c(&bytes[..HEADER_CHECKED_BYTES]);
+        bytes[55..59].copy_from_slice(&header_crc.to_le_bytes());
+        bytes
+    }
+
+    fn decode(path: &Path, bytes: &[u8]) -> Result<Header, SnapshotError> {
+        if bytes.len() < SNAPSHOT_HEADER_BYTES {
+            return Err(corrupt(
+                path,
+                format!("truncated: {} bytes, shorter than the {SNAPSHOT_HEADER_BYTES}-byte header", bytes.len()),
+            ));
+        }
+        let u64_at = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
+        let stored = u32::from_le_bytes(bytes[55..59].try_into().expect("4 bytes"));
+        let computed = crc32c::crc32c(&bytes[..HEADER_CHECKED_BYTES]);
+        if &bytes[0..10] != SNAPSHOT_MAGIC {
+            return Err(corrupt(path, "not a ledgerd snapshot (bad magic)"));
+        }
+        if stored != computed {
+            return Err(corrupt(
+                path,
+                format!("header checksum mismatch (stored {stored:08x}, computed {computed:08x})"),
+            ));
+        }
+        if bytes[10] != SNAPSHOT_FORMAT_VERSION {
+            return Err(corrupt(path, format!("unknown format version {}", bytes[10])));
+        }
+        Ok(Header {
+            seq: u64_at(11),
+            accounts: u64_at(19),
+            transfers: u64_at(27),
+            created_at_ms: i64::from_le_bytes(bytes[35..43].try_into().expect("8 bytes")),
+            body_len: u64_at(43),
+            body_crc: u32::from_le_bytes(bytes[51..55].try_into().expect("4 bytes")),
+        })
+    }
+
+    fn info(&self, path: &Path, bytes: u64) -> SnapshotInfo {
+        SnapshotInfo {
+            id: snapshot_id(self.seq),
+            seq: self.seq,
+            accounts: self.accounts,
+            transfers: self.transfers,
+            created_at_ms: self.created_at_ms,
+            bytes,
+            path: path.to_owned(),
+        }
+    }
+}
+
+/// Serializes a map's values as a sequence, without collecting them.
+struct Values<'a, V>(&'a HashMap<Id, V>);
+
+impl<V: Serialize> Serialize for Values<'_, V> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.0.values())
+    }
+}
+
+/// The body as written (borrowing the ledger).
+#[derive(Serialize)]
+struct BodyRef<'a> {
+    last_seq: u64,
+    accounts: Values<'a, Account>,
+    transfers: Values<'a, Transfer>,
+    external: &'a BTreeMap<(String, String), Vec<u8>>,
+}
+
+/// The body as read; same field order as [`BodyRef`].
+#[derive(Deserialize)]
+struct Body {
+    last_seq: u64,
+    accounts: Vec<Account>,
+    transfers: Vec<Transfer>,
+    external: BTreeMap<(String, String), Vec<u8>>,
+}
+
+/// A writer computing the crc32c and the length of what goes through it.
+struct Checksummed<W> {
+    inner: W,
+    crc: u32,
+    len: u64,
+}
+
+impl<W: Write> Write for Checksummed<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let written = self.inner.write(buf)?;
+        self.crc = crc32c::crc32c_append(self.crc, &buf[..written]);
+        self.len += u64::try_from(written).expect("a length fits in u64");
+        Ok(written)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Writes a snapshot of `ledger` (which must hold its invariants) into
+/// `<data_dir>/snapshots/`, durably, replacing one at the same sequence.
+pub fn write_snapshot(data_dir: &Path, ledger: &Ledger, created_at_ms: i64) -> Result<SnapshotInfo, SnapshotError> {
+    let started = Instant::now();
+    let dir = snapshots_dir(data_dir);
+    let path = snapshot_path(data_dir, ledger.last_seq);
+    ledger.check_invariants().map_err(|violation| SnapshotError::Invariant { path: path.clone(), violation })?;
+    std::fs::create_dir_all(&dir).map_err(io_error(&dir, "create the directory"))?;
+    sync_dir(data_dir).map_err(io_error(data_dir, "fsync the directory"))?;
+    let tmp = dir.join(format!("{}{TMP_SUFFIX}", snapshot_id(ledger.last_seq)));
+
+    let mut file = File::create(&tmp).map_err(io_error(&tmp, "create"))?;
+    file.write_all(&[0_u8; SNAPSHOT_HEADER_BYTES]).map_err(io_error(&tmp, "write"))?;
+    let body = BodyRef {
+        last_seq: ledger.last_seq,
+        accounts: Values(&ledger.accounts),
+        transfers: Values(&ledger.transfers),
+        external: &ledger.external,
+    };
+    let writer = Checksummed { inner: BufWriter::with_capacity(1 << 20, &mut file), crc: 0, len: 0 };
+    let mut writer =
+        postcard::to_io(&body, writer).map_err(|error| io_error(&tmp, "write")(io::Error::other(error)))?;
+    writer.flush().map_err(io_error(&tmp, "write"))?;
+    let (body_crc, body_len) = (writer.crc, writer.len);
+    drop(writer);
+    let header = Header {
+        seq: ledger.last_seq,
+        accounts: u64::try_from(ledger.accounts.len()).expect("a count fits in u64"),
+        transfers: u64::try_from(ledger.transfers.len()).expect("a count fits in u64"),
+        created_at_ms,
+        body_len,
+        body_crc,
+    };
+    file.seek(SeekFrom::Start(0)).map_err(io_error(&tmp, "seek"))?;
+    file.write_all(&header.encode()).map_err(io_error(&tmp, "write"))?;
+    file.sync_all().map_err(io_error(&tmp, "fsync"))?;
+    drop(file);
+    std::fs::rename(&tmp, &path).map_err(io_error(&path, "rename the temporary file"))?;
+    sync_dir(&dir).map_err(io_error(&dir, "fsync the directory"))?;
+
+    let info = header.info(&path, body_len + SNAPSHOT_HEADER_BYTES as u64);
+    metrics::gauge!("ledger_snapshot_last_seq").set(info.seq as f64);
+    metrics::histogram!("ledger_snapshot_duration_seconds").record(started.elapsed().as_secs_f64());
+    tracing::info!(id = %info.id, seq = info.seq, accounts = info.accounts, transfers = info.transfers, bytes = info.bytes, "snapshot written");
+    Ok(info)
+}
+
+/// Reads and fully checks the snapshot at `path`.
+pub fn read_snapshot(path: &Path) -> Result<(SnapshotInfo, Ledger), SnapshotError> {
+    let mut file = File::open(path).map_err(io_error(path, "open"))?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes).map_err(io_error(path, "read"))?;
+    decode_snapshot(path, &bytes)
+}
+
+fn decode_snapshot(path: &Path, bytes: &[u8]) -> Result<(SnapshotInfo, Ledger), SnapshotError> {
+    let header = Header::decode(path, bytes)?;
+    let body = &bytes[SNAPSHOT_HEADER_BYTES..];
+    let actual_len = u64::try_from(body.len()).expect("a length fits in u64");
+    if actual_len != header.body_len {
+        return Err(corrupt(
+            path,
+            format!("the body is {actual_len} bytes, the header says {} (truncated or extended)", header.body_len),
+        ));
+    }
+    let computed = crc32c::crc32c(body);
+    if computed != header.body_crc {
+        return Err(corrupt(
+            path,
+            format!("body checksum mismatch (stored {:08x}, computed {computed:08x})", header.body_crc),
+        ));
+    }
+    let (decoded, rest): (Body, &[u8]) =
+        postcard::take_from_bytes(body).map_err(|error| corrupt(path, format!("the body does not decode: {error}")))?;
+    if !rest.is_empty() {
+        return Err(corrupt(path, format!("{} trailing bytes after the body", rest.len())));
+    }
+    let count = |len: usize| u64::try_from(len).expect("a count fits in u64");
+    if decoded.last_seq != header.seq
+        || count(decoded.accounts.len()) != header.accounts
+        || count(decoded.transfers.len()) != header.transfers
+    {
+        return Err(corrupt(path, "the header does not match the body (seq or counts)"));
+    }
+    let mut ledger = Ledger { last_seq: decoded.last_seq, external: decoded.external, ..Ledger::default() };
+    ledger.accounts.reserve(decoded.accounts.len());
+    for account in decoded.accounts {
+        if let Some(duplicate) = ledger.accounts.insert(account.id.clone(), account) {
+            return Err(corrupt(path, format!("account {} appears twice", duplicate.id)));
+        }
+    }
+    ledger.transfers.reserve(decoded.transfers.len());
+    for transfer in decoded.transfers {
+        if let Some(duplicate) = ledger.transfers.insert(transfer.id.clone(), transfer) {
+            return Err(corrupt(path, format!("transfer {} appears twice", duplicate.id)));
+        }
+    }
+    ledger.check_invariants().map_err(|violation| SnapshotError::Invariant { path: path.to_owned(), violation })?;
+    let info = header.info(path, count(bytes.len()));
+    Ok((info, ledger))
+}
+
+/// Reads only the header of the snapshot at `path` (and checks it, and the file's length).
+pub fn read_snapshot_info(path: &Path) -> Result<SnapshotInfo, SnapshotError> {
+    let mut file = File::open(path).map_err(io_error(path, "open"))?;
+    let len = file.metadata().map_err(io_error(path, "stat"))?.len();
+    let mut bytes = [0_u8; SNAPSHOT_HEADER_BYTES];
+    let mut read = 0;
+    while read < bytes.len() {
+        match file.read(&mut bytes[read..]).map_err(io_error(path, "read"))? {
+            0 => break,
+            n => read += n,
+        }
+    }
+    let header = Header::decode(path, &bytes[..read])?;
+    if header.body_len.checked_add(SNAPSHOT_HEADER_BYTES as u64) != Some(len) {
+        return Err(corrupt(
+            path,
+            format!("the file is {len} bytes, the header says {} + {SNAPSHOT_HEADER_BYTES}", header.body_len),
+        ));
+    }
+    Ok(header.info(path, len))
+}
+
+/// The snapshot files of `data_dir` (by name), oldest first: `(seq, path)`.
+pub fn snapshot_files(data_dir: &Path) -> Result<Vec<(u64, PathBuf)>, SnapshotError> {
+    let dir = snapshots_dir(data_dir);
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(error) => return Err(io_error(&dir, "list the directory")(error)),
+    };
+    let mut files = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(io_error(&dir, "list the directory"))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if let Some(seq) = name.strip_suffix(FILE_SUFFIX).and_then(parse_snapshot_id) {
+            files.push((seq, entry.path()));
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// The snapshots of `data_dir`, oldest first, from their headers. A file whose header is
+/// damaged is reported with a warning and left out (reading it fails with the reason).
+pub fn list_snapshots(data_dir: &Path) -> Result<Vec<SnapshotInfo>, SnapshotError> {
+    let mut infos = Vec::new();
+    for (_, path) in snapshot_files(data_dir)? {
+        match read_snapshot_info(&path) {
+            Ok(info) => infos.push(info),
+            Err(error) => tracing::warn!(%error, "snapshot left out of the list"),
+        }
+    }
+    Ok(infos)
+}
+
+/// Deletes all but the `keep` newest snapshots (at least one is kept), and leftover
+/// temporary files older than the newest snapshot. Returns the deleted paths.
+pub fn prune(data_dir: &Path, keep: usize) -> Result<Vec<PathBuf>, SnapshotError> {
+    let dir = snapshots_dir(data_dir);
+    let files = snapshot_files(data_dir)?;
+    let keep = keep.max(1);
+    let mut removed = Vec::new();
+    let newest = files.last().map_or(0, |(seq, _)| *seq);
+    if files.len() > keep {
+        for (_, path) in &files[..files.len() - keep] {
+            std::fs::remove_file(path).map_err(io_error(path, "delete"))?;
+            removed.push(path.clone());
+        }
+    }
+    if let Ok(entries) = std::fs::read_dir(&dir) {
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if let Some(seq) = name.strip_suffix(TMP_SUFFIX).and_then(parse_snapshot_id)
+                && seq < newest
+            {
+                let path = entry.path();
+                std::fs::remove_file(&path).map_err(io_error(&path, "delete"))?;
+                removed.push(path);
+            }
+        }
+    }
+    if !removed.is_empty() {
+        sync_dir(&dir).map_err(io_error(&dir, "fsync the directory"))?;
+    }
+    Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testkit::{ops_strategy, records_for, sample_ledger};
+    use proptest::prelude::*;
+
+    #[test]
+    fn write_then_read_gives_the_same_ledger() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ledger, _) = sample_ledger();
+        let info = write_snapshot(dir.path(), &ledger, 1_700_000_000_123).unwrap();
+        assert_eq!(info.seq, ledger.last_seq);
+        assert_eq!(info.id, format!("snap-{:020}", ledger.last_seq));
+        assert_eq!(info.path, dir.path().join("snapshots").join(format!("{}.snap", info.id)));
+        assert_eq!((info.accounts, info.transfers, info.created_at_ms), (3, 3, 1_700_000_000_123));
+        assert_eq!(info.bytes, std::fs::metadata(&info.path).unwrap().len());
+        let (read_info, read) = read_snapshot(&info.path).unwrap();
+        assert_eq!(read_info, info);
+        assert_eq!(read, ledger);
+        assert_eq!(list_snapshots(dir.path()).unwrap(), vec![info]);
+        assert!(
+            !std::fs::read_dir(snapshots_dir(dir.path())).unwrap().any(|entry| entry
+                .unwrap()
+                .path()
+                .extension()
+                .unwrap()
+                == "tmp")
+        );
+    }
+
+    #[test]
+    fn every_flipped_byte_and_every_truncation_is_detected() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ledger, _) = sample_ledger();
+        let info = write_snapshot(dir.path(), &ledger, 7).unwrap();
+        let bytes = std::fs::read(&info.path).unwrap();
+        let path = Path::new("test.snap");
+        assert!(decode_snapshot(path, &bytes).is_ok());
+        for index in 0..bytes.len() {
+            for flip in [0x01_u8, 0x80] {
+                let mut corrupted = bytes.clone();
+                corrupted[index] ^= flip;
+                assert!(
+                    decode_snapshot(path, &corrupted).is_err(),
+                    "flip {flip:#x} at byte {index} of {} went unnoticed",
+                    bytes.len()
+                );
+            }
+        }
+        for len in 0..bytes.len() {
+            assert!(decode_snapshot(path, &bytes[..len]).is_err(), "truncation to {len} bytes went unnoticed");
+        }
+        let mut extended = bytes.clone();
+        extended.push(0);
+        assert!(decode_snapshot(path, &extended).is_err());
+        // Through the file system too, with the error naming the file.
+        std::fs::write(&info.path, &bytes[..bytes.len() - 1]).unwrap();
+        let error = read_snapshot(&info.path).unwrap_err();
+        assert!(error.to_string().contains(&info.id), "{error}");
+        assert!(read_snapshot_info(&info.path).is_err());
+        assert!(list_snapshots(dir.path()).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_ledger_breaking_an_invariant_is_neither_written_nor_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut ledger, _) = sample_ledger();
+        let account = ledger.accounts.values_mut().find(|account| !account.pending_debits.is_zero()).unwrap();
+        account.pending_debits = rust_decimal::Decimal::new(1, 2);
+        assert!(matches!(write_snapshot(dir.path(), &ledger, 0), Err(SnapshotError::Invariant { .. })));
+    }
+
+    #[test]
+    fn prune_keeps_the_newest_and_ids_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut ledger, _) = sample_ledger();
+        let mut seqs = Vec::new();
+        for step in 0..4 {
+            ledger.last_seq += 10;
+            seqs.push(write_snapshot(dir.path(), &ledger, step).unwrap().seq);
+        }
+        std::fs::write(snapshots_dir(dir.path()).join(format!("{}.tmp", snapshot_id(1))), b"partial").unwrap();
+        let removed = prune(dir.path(), 2).unwrap();
+        assert_eq!(removed.len(), 3);
+        let left: Vec<u64> = list_snapshots(dir.path()).unwrap().iter().map(|info| info.seq).collect();
+        assert_eq!(left, seqs[2..]);
+        assert_eq!(prune(dir.path(), 0).unwrap().len(), 1, "at least one is kept");
+        assert_eq!(
+            snapshot_path_for_id(dir.path(), &snapshot_id(seqs[3])).unwrap(),
+            snapshot_path(dir.path(), seqs[3])
+        );
+        assert!(snapshot_path_for_id(dir.path(), "../../etc/passwd").is_err());
+        assert!(snapshot_path_for_id(dir.path(), "snap-12").is_err());
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+        #[test]
+        fn random_ledgers_round_trip(ops in ops_strategy(0..120)) {
+            let mut ledger = Ledger::default();
+            records_for(&ops, &mut ledger);
+            let dir = tempfile::tempdir().unwrap();
+            let info = write_snapshot(dir.path(), &ledger, 42).unwrap();
+            let (read_info, read) = read_snapshot(&info.path).unwrap();
+            prop_assert_eq!(read_info, info);
+            prop_assert_eq!(read, ledger);
+        }
+    }
+}
