@@ -69,8 +69,8 @@ pub(crate) async fn run(
     };
     let mut outcomes: Vec<Option<Outcome>> = (0..count).map(|_| None).collect();
     let mut in_flight = 0_usize;
-    for index in 0..count {
-        if waiting_on[index] == 0 {
+    for (index, waiting) in waiting_on.iter().enumerate() {
+        if *waiting == 0 {
             dispatch(index)?;
             in_flight += 1;
         }

@@ -48,11 +48,9 @@ impl Actor for Supervisor {
                 state.failed.store(true, Ordering::SeqCst);
                 state.commit.close();
             }
-            SupervisionEvent::ActorTerminated(cell, _, reason) => {
-                if !state.failed.swap(true, Ordering::SeqCst) {
-                    tracing::error!(actor = ?cell.get_name(), ?reason, "a shard stopped unexpectedly; the ledger stops taking writes");
-                    state.commit.close();
-                }
+            SupervisionEvent::ActorTerminated(cell, _, reason) if !state.failed.swap(true, Ordering::SeqCst) => {
+                tracing::error!(actor = ?cell.get_name(), ?reason, "a shard stopped unexpectedly; the ledger stops taking writes");
+                state.commit.close();
             }
             _ => {}
         }

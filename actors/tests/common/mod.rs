@@ -22,9 +22,15 @@ pub struct Node {
 #[derive(Clone)]
 pub struct ManualClock(pub Arc<AtomicI64>);
 
+impl Default for ManualClock {
+    fn default() -> Self {
+        ManualClock(Arc::new(AtomicI64::new(1_800_000_000_000)))
+    }
+}
+
 impl ManualClock {
     pub fn new() -> ManualClock {
-        ManualClock(Arc::new(AtomicI64::new(1_800_000_000_000)))
+        ManualClock::default()
     }
     pub fn clock(&self) -> Clock {
         let time = self.0.clone();
