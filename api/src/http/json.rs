@@ -1,0 +1,402 @@
+//! Strict JSON in, exact JSON out.
+//!
+//! This module owns how request bodies are read and checked: the `Content-Type` rule (415),
+//! the body limit (413, mapped from axum's own limit rejection), malformed JSON (400), and
+//! [`Fields`], a reader over one JSON object that refuses unknown fields, missing fields and
+//! wrong types with `invalid_request` naming the field (`transfers[3].amount`), bad ids with
+//! `invalid_id` and bad amounts with `invalid_amount`. It also owns the shared output formats
+//! (timestamps) and [`json_response`].
+//!
+//! Bodies are parsed into a `serde_json::Value` first and then walked field by field, so that
+//! every error can name the field at fault and pick the contract's code (an amount written as a
+//! JSON number is `invalid_amount`, not a type error).
+
+use std::collections::BTreeMap;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{FromRequest, FromRequestParts, Path, Request};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use engine::amount::{AmountError, parse_amount};
+use engine::{Id, IdError, Metadata};
+use rust_decimal::Decimal;
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::http::auth::Identity;
+use crate::http::error::ApiError;
+
+/// A required JSON body: `Content-Type: application/json`, within the body limit, valid JSON.
+pub struct JsonBody(pub Value);
+
+/// An optional JSON body (post, void, freeze, unfreeze): an empty body is accepted whatever
+/// its `Content-Type`; a non-empty one must be JSON like [`JsonBody`].
+pub struct OptionalJsonBody(pub Option<Value>);
+
+impl<S: Send + Sync> FromRequest<S> for JsonBody {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        if !is_json_content_type(request.headers()) {
+            return Err(ApiError::unsupported_media_type());
+        }
+        let bytes = read_body(request, state).await?;
+        parse_json(&bytes).map(JsonBody)
+    }
+}
+
+impl<S: Send + Sync> FromRequest<S> for OptionalJsonBody {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let json = is_json_content_type(request.headers());
+        let bytes = read_body(request, state).await?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(OptionalJsonBody(None));
+        }
+        if !json {
+            return Err(ApiError::unsupported_media_type());
+        }
+        parse_json(&bytes).map(|value| OptionalJsonBody(Some(value)))
+    }
+}
+
+/// Whether the request says `application/json` (parameters such as `charset` allowed).
+pub fn is_json_content_type(headers: &HeaderMap) -> bool {
+    let Some(value) = headers.get(header::CONTENT_TYPE).and_then(|value| value.to_str().ok()) else {
+        return false;
+    };
+    let essence = value.split(';').next().unwrap_or_default().trim();
+    essence.eq_ignore_ascii_case("application/json")
+}
+
+/// Reads the whole body within the limit set by `DefaultBodyLimit`.
+async fn read_body<S: Send + Sync>(request: Request, state: &S) -> Result<Bytes, ApiError> {
+    let limit = request.extensions().get::<BodyLimit>().map(|limit| limit.0);
+    Bytes::from_request(request, state).await.map_err(|rejection| body_rejection(&rejection, limit))
+}
+
+/// The configured body limit, put in request extensions by the router so that the 413
+/// message can name it.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimit(pub usize);
+
+fn body_rejection(rejection: &BytesRejection, limit: Option<usize>) -> ApiError {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        return ApiError::payload_too_large(limit.unwrap_or_default());
+    }
+    ApiError::invalid_request(format!("the body could not be read: {rejection}"))
+}
+
+fn parse_json(bytes: &[u8]) -> Result<Value, ApiError> {
+    serde_json::from_slice(bytes).map_err(|error| ApiError::invalid_request(format!("malformed JSON: {error}")))
+}
+
+/// The `{id}` segment of a route, checked as an id (400 `invalid_id`, field `id`).
+pub struct PathId(pub Id);
+
+impl<S: Send + Sync> FromRequestParts<S> for PathId {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Path(text) = Path::<String>::from_request_parts(parts, state).await.map_err(|rejection| {
+            ApiError::invalid_id("id", format!("`id` could not be read from the path: {rejection}"))
+        })?;
+        parse_id(&text, "id").map(PathId)
+    }
+}
+
+/// Requires the caller's role to be `admin` (403 `forbidden`). Put it first among a
+/// handler's arguments so that the role is checked before the path and the body.
+pub struct AdminOnly;
+
+impl<S: Send + Sync> FromRequestParts<S> for AdminOnly {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        match parts.extensions.get::<Identity>() {
+            Some(identity) => identity.require_admin().map(|()| AdminOnly),
+            // The auth guard runs before every /v1 handler; without it there is no caller.
+            None => Err(ApiError::unauthorized()),
+        }
+    }
+}
+
+/// Header set on an idempotent replay.
+pub const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
+
+/// 201 with `body` when `created`, else 200 with `Idempotent-Replayed: true`.
+pub fn created_or_replayed(created: bool, body: &impl Serialize) -> Response {
+    if created {
+        return json_response(StatusCode::CREATED, body);
+    }
+    let mut response = json_response(StatusCode::OK, body);
+    response.headers_mut().insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
+    response
+}
+
+/// A JSON response with a status and `Content-Type: application/json`.
+pub fn json_response(status: StatusCode, body: &impl Serialize) -> Response {
+    match serde_json::to_vec(body) {
+        Ok(bytes) => {
+            let mut response = (status, bytes).into_response();
+            response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            response
+        }
+        Err(error) => {
+            tracing::error!(%error, "a response could not be encoded");
+            ApiError::internal().into_response()
+        }
+    }
+}
+
+/// Formats milliseconds since the Unix epoch as RFC 3339 UTC with milliseconds:
+/// `2026-11-22T10:00:00.000Z`.
+pub fn format_timestamp_ms(milliseconds: i64) -> String {
+    let format =
+        time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
+    let nanoseconds = i128::from(milliseconds) * 1_000_000;
+    time::OffsetDateTime::from_unix_timestamp_nanos(nanoseconds)
+        .ok()
+        .and_then(|moment| moment.format(&format).ok())
+        .unwrap_or_else(|| "1970-01-01T00:00:00.000Z".to_owned())
+}
+
+/// Limits on metadata and descriptions (from `[limits]`).
+#[derive(Debug, Clone, Copy)]
+pub struct TextLimits {
+    pub metadata_entries_max: usize,
+    pub metadata_key_chars_max: usize,
+    pub metadata_value_chars_max: usize,
+    pub description_chars_max: usize,
+}
+
+/// A reader over one JSON object of a request. `prefix` names the object in error fields
+/// (`""` for the body itself, `transfers[3]` for a batch item).
+pub struct Fields<'a> {
+    object: &'a Map<String, Value>,
+    prefix: String,
+}
+
+impl<'a> Fields<'a> {
+    /// Reads `value` as an object whose fields are all in `known`.
+    pub fn new(value: &'a Value, prefix: impl Into<String>, known: &[&str]) -> Result<Fields<'a>, ApiError> {
+        let prefix = prefix.into();
+        let Value::Object(object) = value else {
+            let error = ApiError::invalid_request(format!("expected a JSON object, got {}", kind_of(value)));
+            return Err(if prefix.is_empty() { error } else { error.with_field(prefix) });
+        };
+        let fields = Fields { object, prefix };
+        if let Some(unknown) = object.keys().find(|key| !known.contains(&key.as_str())) {
+            return Err(ApiError::invalid_field(fields.path(unknown), format!("unknown field `{unknown}`")));
+        }
+        Ok(fields)
+    }
+
+    /// The field's name as errors print it.
+    pub fn path(&self, key: &str) -> String {
+        if self.prefix.is_empty() { key.to_owned() } else { format!("{}.{key}", self.prefix) }
+    }
+
+    fn get(&self, key: &str) -> Option<&'a Value> {
+        self.object.get(key)
+    }
+
+    fn required(&self, key: &str) -> Result<&'a Value, ApiError> {
+        self.get(key).ok_or_else(|| ApiError::invalid_field(self.path(key), format!("missing field `{key}`")))
+    }
+
+    fn wrong_type(&self, key: &str, expected: &str, value: &Value) -> ApiError {
+        ApiError::invalid_field(self.path(key), format!("`{key}` must be {expected}, got {}", kind_of(value)))
+    }
+
+    /// A required string.
+    pub fn string(&self, key: &str) -> Result<&'a str, ApiError> {
+        match self.required(key)? {
+            Value::String(text) => Ok(text),
+            other => Err(self.wrong_type(key, "a string", other)),
+        }
+    }
+
+    /// A required id.
+    pub fn id(&self, key: &str) -> Result<Id, ApiError> {
+        let text = self.string(key)?;
+        parse_id(text, &self.path(key))
+    }
+
+    /// A required amount: a string of decimal digits, positive, at most `amount_max`.
+    pub fn amount(&self, key: &str, amount_max: Decimal) -> Result<Decimal, ApiError> {
+        let value =
+            self.get(key).ok_or_else(|| ApiError::invalid_field(self.path(key), format!("missing field `{key}`")))?;
+        self.amount_value(key, value, amount_max)
+    }
+
+    /// An optional amount.
+    pub fn optional_amount(&self, key: &str, amount_max: Decimal) -> Result<Option<Decimal>, ApiError> {
+        self.get(key).map(|value| self.amount_value(key, value, amount_max)).transpose()
+    }
+
+    fn amount_value(&self, key: &str, value: &Value, amount_max: Decimal) -> Result<Decimal, ApiError> {
+        let Value::String(text) = value else {
+            return Err(ApiError::invalid_amount(
+                self.path(key),
+                format!("`{key}` must be a string of decimal digits such as \"12.50\", got {}", kind_of(value)),
+            ));
+        };
+        parse_amount(text, amount_max).map_err(|error| amount_error(&self.path(key), &error))
+    }
+
+    /// An optional boolean.
+    pub fn optional_bool(&self, key: &str) -> Result<Option<bool>, ApiError> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(Value::Bool(flag)) => Ok(Some(*flag)),
+            Some(other) => Err(self.wrong_type(key, "true or false", other)),
+        }
+    }
+
+    /// An optional non-negative integer, at most `max`.
+    pub fn optional_integer(&self, key: &str, max: u64) -> Result<Option<u64>, ApiError> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(Value::Number(number)) => match number.as_u64() {
+                Some(value) if value <= max => Ok(Some(value)),
+                _ => {
+                    Err(ApiError::invalid_field(self.path(key), format!("`{key}` must be an integer from 0 to {max}")))
+                }
+            },
+            Some(other) => Err(self.wrong_type(key, "an integer", other)),
+        }
+    }
+
+    /// An optional string of at most `chars_max` characters.
+    pub fn optional_text(&self, key: &str, chars_max: usize) -> Result<Option<&'a str>, ApiError> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(Value::String(text)) => {
+                if text.chars().count() > chars_max {
+                    return Err(ApiError::invalid_field(
+                        self.path(key),
+                        format!("`{key}` is at most {chars_max} characters"),
+                    ));
+                }
+                Ok(Some(text))
+            }
+            Some(other) => Err(self.wrong_type(key, "a string", other)),
+        }
+    }
+
+    /// Optional metadata: an object of string values within the limits.
+    pub fn optional_metadata(&self, key: &str, limits: &TextLimits) -> Result<Metadata, ApiError> {
+        let object = match self.get(key) {
+            None => return Ok(BTreeMap::new()),
+            Some(Value::Object(object)) => object,
+            Some(other) => return Err(self.wrong_type(key, "an object of strings", other)),
+        };
+        let field = self.path(key);
+        if object.len() > limits.metadata_entries_max {
+            return Err(ApiError::invalid_field(
+                field,
+                format!("`{key}` has at most {} pairs", limits.metadata_entries_max),
+            ));
+        }
+        let mut metadata = BTreeMap::new();
+        for (name, value) in object {
+            if name.chars().count() > limits.metadata_key_chars_max {
+                return Err(ApiError::invalid_field(
+                    field,
+                    format!("`{key}` keys are at most {} characters", limits.metadata_key_chars_max),
+                ));
+            }
+            let Value::String(text) = value else {
+                return Err(ApiError::invalid_field(field, format!("`{key}` values must be strings")));
+            };
+            if text.chars().count() > limits.metadata_value_chars_max {
+                return Err(ApiError::invalid_field(
+                    field,
+                    format!("`{key}` values are at most {} characters", limits.metadata_value_chars_max),
+                ));
+            }
+            metadata.insert(name.clone(), text.clone());
+        }
+        Ok(metadata)
+    }
+
+    /// A required array.
+    pub fn array(&self, key: &str) -> Result<&'a Vec<Value>, ApiError> {
+        match self.required(key)? {
+            Value::Array(items) => Ok(items),
+            other => Err(self.wrong_type(key, "an array", other)),
+        }
+    }
+}
+
+/// Parses a client id, blaming `field`.
+pub fn parse_id(text: &str, field: &str) -> Result<Id, ApiError> {
+    Id::parse(text).map_err(|error| {
+        let reason = match error {
+            IdError::Empty => "must not be empty",
+            IdError::TooLong { .. } => "is at most 64 characters",
+            IdError::BadCharacter => "may contain only A-Z a-z 0-9 _ - . :",
+        };
+        ApiError::invalid_id(field, format!("`{field}` {reason}"))
+    })
+}
+
+/// The `invalid_amount` error of an amount that does not parse.
+pub fn amount_error(field: &str, error: &AmountError) -> ApiError {
+    ApiError::invalid_amount(field, format!("`{field}`: {error}"))
+}
+
+fn kind_of(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn timestamps_have_milliseconds_and_z() {
+        assert_eq!(format_timestamp_ms(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(format_timestamp_ms(1_795_341_600_123), "2026-11-22T10:00:00.123Z");
+    }
+
+    #[test]
+    fn content_type_allows_parameters_only() {
+        let mut headers = HeaderMap::new();
+        assert!(!is_json_content_type(&headers));
+        for (value, expected) in [
+            ("application/json", true),
+            ("Application/JSON; charset=utf-8", true),
+            ("text/plain", false),
+            ("application/jsonx", false),
+        ] {
+            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(value));
+            assert_eq!(is_json_content_type(&headers), expected, "{value}");
+        }
+    }
+
+    #[test]
+    fn fields_name_the_culprit() {
+        let max = Decimal::from(1000);
+        let body = json!({"id": "a b", "amount": 5, "other": 1});
+        let error = Fields::new(&body, "transfers[2]", &["id", "amount"]).err().unwrap();
+        assert_eq!(error.body.field.as_deref(), Some("transfers[2].other"));
+        let fields = Fields::new(&body, "", &["id", "amount", "other"]).unwrap();
+        assert_eq!(fields.id("id").unwrap_err().body.field.as_deref(), Some("id"));
+        let error = fields.amount("amount", max).unwrap_err();
+        assert_eq!(error.body.code, crate::http::error::ErrorCode::InvalidAmount);
+        assert_eq!(fields.amount("missing", max).unwrap_err().body.code, crate::http::error::ErrorCode::InvalidRequest);
+    }
+}

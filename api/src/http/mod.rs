@@ -1,0 +1,186 @@
+//! The HTTP front: shared state, the router, and the routes that belong to no resource.
+//!
+//! This module owns [`AppState`] (config-derived limits, currencies, auth, rate limit, metrics
+//! and the [`LedgerHandle`] once recovery is done) and [`router`], which assembles one router
+//! per resource ([`accounts`], [`transfers`]) under `/v1` behind the auth guard, plus
+//! `/health`, `/ready`, `/metrics` and `/openapi.json` (no token), and the layers every
+//! request goes through: panic catching, the request-duration metric, the request timeout and
+//! the body limit. Unknown routes answer 404 `not_found` and wrong methods 405
+//! `method_not_allowed`, with the JSON error body.
+
+pub mod accounts;
+pub mod auth;
+pub mod error;
+pub mod json;
+pub mod metrics;
+pub mod openapi;
+pub mod transfers;
+
+use std::any::Any;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use actors::LedgerHandle;
+use axum::error_handling::HandleErrorLayer;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{BoxError, Extension, Json, Router};
+use engine::config::Config;
+use engine::{Currency, CurrencyTable};
+use metrics_exporter_prometheus::PrometheusHandle;
+use rust_decimal::Decimal;
+use serde::Serialize;
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use utoipa::ToSchema;
+
+use crate::http::auth::{Authenticator, CallerRateLimiter};
+use crate::http::error::ApiError;
+use crate::http::json::{BodyLimit, TextLimits};
+use crate::http::metrics::TransferMetrics;
+
+/// Limits on what clients may send, from `[limits]`.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestLimits {
+    pub amount_max: Decimal,
+    pub batch_max: usize,
+    pub history_limit_max: usize,
+    pub text: TextLimits,
+}
+
+/// Everything the handlers share. One per server, behind an `Arc`.
+pub struct AppState {
+    pub limits: RequestLimits,
+    pub currencies: CurrencyTable,
+    pub authenticator: Authenticator,
+    pub rate_limiter: Option<CallerRateLimiter>,
+    /// The Prometheus recorder's handle (`None`: `/metrics` shows only what this crate keeps).
+    pub prometheus: Option<PrometheusHandle>,
+    pub transfer_metrics: TransferMetrics,
+    body_limit_bytes: usize,
+    request_timeout: Duration,
+    /// Set once recovery is done; until then `/ready` and every `/v1` route answer 503.
+    ledger: OnceLock<LedgerHandle>,
+}
+
+impl AppState {
+    /// The state for `config`, not ready yet (see [`AppState::set_ready`]).
+    pub fn new(config: &Config, prometheus: Option<PrometheusHandle>) -> AppState {
+        let currencies: Vec<Currency> =
+            config.currencies.iter().map(|currency| Currency::new(&currency.code, currency.scale)).collect();
+        let limits = &config.limits;
+        AppState {
+            limits: RequestLimits {
+                amount_max: limits.amount_max,
+                batch_max: limits.batch_max,
+                history_limit_max: limits.history_limit_max,
+                text: TextLimits {
+                    metadata_entries_max: limits.metadata_entries_max,
+                    metadata_key_chars_max: limits.metadata_key_chars_max,
+                    metadata_value_chars_max: limits.metadata_value_chars_max,
+                    description_chars_max: limits.description_chars_max,
+                },
+            },
+            transfer_metrics: TransferMetrics::new(currencies.iter().map(|currency| currency.code.clone())),
+            currencies: CurrencyTable::new(currencies),
+            authenticator: Authenticator::new(config),
+            rate_limiter: CallerRateLimiter::from_config(config),
+            prometheus,
+            body_limit_bytes: config.server.body_limit_bytes,
+            request_timeout: Duration::from_millis(config.server.request_timeout_ms),
+            ledger: OnceLock::new(),
+        }
+    }
+
+    /// Recovery is done: from now on `/ready` answers 200 and `/v1` routes reach `ledger`.
+    pub fn set_ready(&self, ledger: LedgerHandle) {
+        if self.ledger.set(ledger).is_err() {
+            tracing::warn!("set_ready called twice; keeping the first ledger");
+        }
+    }
+
+    /// Whether recovery is done.
+    pub fn is_ready(&self) -> bool {
+        self.ledger.get().is_some()
+    }
+
+    /// The ledger, or 503 `unavailable` while recovering.
+    pub fn ledger(&self) -> Result<&LedgerHandle, ApiError> {
+        self.ledger.get().ok_or_else(|| ApiError::unavailable("the ledger is recovering; retry later"))
+    }
+}
+
+/// The whole HTTP application for `state`.
+pub fn router(state: Arc<AppState>) -> Router {
+    let v1 = Router::new()
+        .merge(accounts::router())
+        .merge(transfers::router())
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::guard));
+    let timeout = state.request_timeout;
+    let body_limit_bytes = state.body_limit_bytes;
+    Router::new()
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .route("/metrics", get(metrics::metrics_text))
+        .route("/openapi.json", get(openapi::openapi_json))
+        .merge(v1)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(body_limit_bytes))
+        .layer(Extension(BodyLimit(body_limit_bytes)))
+        .layer(ServiceBuilder::new().layer(HandleErrorLayer::new(timeout_error)).timeout(timeout))
+        .layer(axum::middleware::from_fn(metrics::track_requests))
+        .layer(CatchPanicLayer::custom(panic_response))
+        .with_state(state)
+}
+
+/// `{"status": "..."}` of `/health` and `/ready`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StatusBody {
+    pub status: &'static str,
+}
+
+/// `GET /health`: 200 as long as the process serves HTTP.
+async fn health() -> Json<StatusBody> {
+    Json(StatusBody { status: "ok" })
+}
+
+/// `GET /ready`: 200 once recovery is done, else 503.
+async fn ready(State(state): State<Arc<AppState>>) -> Response {
+    if state.is_ready() {
+        Json(StatusBody { status: "ready" }).into_response()
+    } else {
+        ApiError::unavailable("recovering").into_response()
+    }
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found()
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::method_not_allowed()
+}
+
+async fn timeout_error(error: BoxError) -> ApiError {
+    if error.is::<tower::timeout::error::Elapsed>() {
+        ApiError::timeout()
+    } else {
+        tracing::error!(%error, "a request failed in a middleware");
+        ApiError::internal()
+    }
+}
+
+fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response {
+    let message = panic
+        .downcast_ref::<&str>()
+        .map(|text| (*text).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_default();
+    tracing::error!(%message, "a request handler panicked");
+    let mut response = ApiError::internal().into_response();
+    *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+    response
+}

@@ -1,0 +1,455 @@
+//! `ledgerd serve`: from the command line to a listening, recovered, draining server.
+//!
+//! This module owns the serve command's flags ([`ServeArgs`]), how the configuration is
+//! assembled (embedded default < file < `LEDGERD_<SECTION>__<KEY>` environment < flags, then
+//! validated, before anything binds: [`load_config`]), the refusal to expose an
+//! unauthenticated server beyond loopback, the data directory (created when missing, locked
+//! against a second process), the wiring of recovery, committer and actors ([`Engine`]), the
+//! server's life (bind, `/ready` 503 until recovery is done, `listening on ADDR` on stdout once
+//! ready, graceful drain on SIGTERM/SIGINT, then actors and committer stopped in order), and
+//! [`build_app`], the same wiring without a socket for tests.
+
+use std::future::IntoFuture;
+use std::io::{IsTerminal as _, Write as _};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actors::{Clock, LedgerHandle, LedgerSettings, system_clock};
+use axum::Router;
+use engine::config::{self, Config, ConfigError, LogFormat};
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::http::{self, AppState};
+
+/// Flags of `ledgerd serve`.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ServeArgs {
+    /// TOML config file; absent keys take the embedded default.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Data directory (overrides `storage.data_dir`); created when missing.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Address to listen on, e.g. `127.0.0.1:8080` (overrides `server.bind`); port 0 picks a
+    /// free port.
+    #[arg(long, value_name = "ADDR")]
+    pub bind: Option<SocketAddr>,
+}
+
+/// Why `serve` stopped with an error. Each prints as one line.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot read config file {}: {source}", path.display())]
+    ReadConfig { path: PathBuf, source: std::io::Error },
+    #[error("{}: {source}", path.display())]
+    ConfigFile { path: PathBuf, source: ConfigError },
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    #[error(
+        "refusing to listen on {address}: no auth tokens are configured ([[auth.tokens]]), so only a loopback \
+         address is allowed"
+    )]
+    NonLoopback { address: SocketAddr },
+    #[error("cannot create data dir {}: {source}", path.display())]
+    CreateDataDir { path: PathBuf, source: std::io::Error },
+    #[error("{reason}")]
+    Lock { path: PathBuf, reason: String },
+    #[error("cannot listen on {address}: {source}")]
+    Bind { address: SocketAddr, source: std::io::Error },
+    #[error("cannot recover data dir {}: {reason}", path.display())]
+    Recovery { path: PathBuf, reason: String },
+    #[error("cannot start the ledger: {0}")]
+    Start(String),
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(std::io::Error),
+    #[error("the HTTP server failed: {0}")]
+    Server(std::io::Error),
+}
+
+/// Prefix of the environment variables that override config keys.
+const ENVIRONMENT_PREFIX: &str = "LEDGERD_";
+
+/// How long in-flight requests get to finish after SIGTERM, beyond the request timeout.
+const DRAIN_GRACE: Duration = Duration::from_secs(5);
+
+/// How often the metrics recorder's upkeep runs.
+const METRICS_UPKEEP_PERIOD: Duration = Duration::from_secs(5);
+
+/// The configuration `serve` runs with: the embedded default, the file (`--config`), the
+/// `LEDGERD_<SECTION>__<KEY>` variables of `environment`, then the flags; validated, and
+/// checked against binding a non-loopback address without auth.
+pub fn load_config(
+    args: &ServeArgs,
+    environment: impl IntoIterator<Item = (String, String)>,
+) -> Result<Config, ServeError> {
+    let mut config = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|source| ServeError::ReadConfig { path: path.clone(), source })?;
+            config::parse(&text).map_err(|source| ServeError::ConfigFile { path: path.clone(), source })?
+        }
+        None => config::default_config(),
+    };
+    // Only `<SECTION>__<KEY>` names are overrides: other LEDGERD_ variables (such as a webhook
+    // secret named by `secret_env`) are not config keys.
+    let overrides: Vec<(String, String)> = environment
+        .into_iter()
+        .filter_map(|(name, value)| {
+            let rest = name.strip_prefix(ENVIRONMENT_PREFIX)?;
+            rest.contains("__").then(|| (rest.to_owned(), value))
+        })
+        .collect();
+    config::apply_overrides(&mut config, &overrides)?;
+    if let Some(data_dir) = &args.data_dir {
+        config.storage.data_dir.clone_from(data_dir);
+    }
+    if let Some(bind) = args.bind {
+        config.server.bind = bind;
+    }
+    config.validate()?;
+    check_bind_allowed(&config)?;
+    Ok(config)
+}
+
+/// With auth off, only a loopback address may be bound.
+pub fn check_bind_allowed(config: &Config) -> Result<(), ServeError> {
+    let address = config.server.bind;
+    if !config.auth_enabled() && !address.ip().is_loopback() {
+        return Err(ServeError::NonLoopback { address });
+    }
+    Ok(())
+}
+
+/// The process environment as UTF-8 pairs (others are skipped: they cannot be overrides).
+pub fn process_environment() -> Vec<(String, String)> {
+    std::env::vars_os()
+        .filter_map(|(name, value)| Some((name.into_string().ok()?, value.into_string().ok()?)))
+        .collect()
+}
+
+/// Runs `ledgerd serve` to completion: `Ok` after a graceful shutdown.
+pub fn run(args: &ServeArgs) -> Result<(), ServeError> {
+    let config = load_config(args, process_environment())?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(ServeError::Runtime)?;
+    let result = runtime.block_on(serve(config));
+    runtime.shutdown_timeout(Duration::from_secs(5));
+    result
+}
+
+/// Creates the data directory when missing and locks it.
+pub fn open_data_dir(path: &Path) -> Result<snapshots::DataDirLock, ServeError> {
+    std::fs::create_dir_all(path).map_err(|source| ServeError::CreateDataDir { path: path.to_owned(), source })?;
+    snapshots::DataDirLock::acquire(path)
+        .map_err(|error| ServeError::Lock { path: path.to_owned(), reason: one_line(&error.to_string()) })
+}
+
+/// The durable ledger: the recovered state, the committer and the actors over them.
+pub struct Engine {
+    pub ledger: LedgerHandle,
+    commit: snapshots::CommitHandle,
+    committer: Option<std::thread::JoinHandle<Result<(), snapshots::WalError>>>,
+    _lock: snapshots::DataDirLock,
+}
+
+impl Engine {
+    /// Recovers the data dir held by `lock` and starts the committer and the actors.
+    pub async fn start(config: &Config, lock: snapshots::DataDirLock, clock: Clock) -> Result<Engine, ServeError> {
+        let data_dir = config.storage.data_dir.clone();
+        let recovering = data_dir.clone();
+        let recovery_failed =
+            |reason: String| ServeError::Recovery { path: data_dir.clone(), reason: one_line(&reason) };
+        let recovered = tokio::task::spawn_blocking(move || {
+            snapshots::recover(&recovering, |progress| {
+                tracing::debug!(applied_seq = progress.applied_seq, target_seq = progress.target_seq, "recovering");
+            })
+        })
+        .await
+        .map_err(|error| recovery_failed(error.to_string()))?
+        .map_err(|error| recovery_failed(error.to_string()))?;
+        let snapshot_seq = recovered.snapshot.as_ref().map_or(0, |snapshot| snapshot.seq);
+        metrics::gauge!(http::metrics::SNAPSHOT_LAST_SEQ).set(seq_as_gauge(snapshot_seq));
+        tracing::info!(
+            last_seq = recovered.ledger.last_seq,
+            snapshot_seq,
+            replayed_records = recovered.replayed_records,
+            accounts = recovered.ledger.accounts.len(),
+            "recovered"
+        );
+        let limits = &config.limits;
+        let settings = snapshots::CommitterSettings {
+            group_records_max: config.engine.commit_group_records_max,
+            group_bytes_max: config.engine.commit_group_bytes_max,
+            // Admission control (max_in_flight_transfers) bounds what the actors submit; the
+            // queue holds twice the largest burst they can hand over at once.
+            queue_records_max: limits
+                .max_in_flight_transfers
+                .max(limits.batch_max)
+                .max(config.engine.commit_group_records_max)
+                .saturating_mul(2),
+        };
+        let next_seq = recovered.ledger.last_seq + 1;
+        let (commit, committer) = snapshots::Committer::start(recovered.wal, next_seq, settings);
+        let ledger_settings = LedgerSettings {
+            shards: config.engine.shards,
+            max_in_flight_transfers: limits.max_in_flight_transfers,
+            expiry_tick_ms: config.engine.expiry_tick_ms,
+            clock,
+        };
+        let ledger = match LedgerHandle::start(ledger_settings, recovered.ledger, commit.clone()).await {
+            Ok(ledger) => ledger,
+            Err(error) => {
+                commit.close();
+                let _ = tokio::task::spawn_blocking(move || committer.join()).await;
+                return Err(ServeError::Start(one_line(&error.to_string())));
+            }
+        };
+        Ok(Engine { ledger, commit, committer: Some(committer), _lock: lock })
+    }
+
+    /// Stops the actors (they finish what is in flight), then the committer (it writes what
+    /// was decided), then releases the data dir.
+    pub async fn stop(mut self) {
+        self.ledger.shutdown().await;
+        self.commit.close();
+        let Some(committer) = self.committer.take() else {
+            return;
+        };
+        match tokio::task::spawn_blocking(move || committer.join()).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(error))) => tracing::error!(%error, "the committer stopped with an error"),
+            Ok(Err(_)) | Err(_) => tracing::error!("the committer thread panicked"),
+        }
+    }
+}
+
+/// The HTTP application over a recovered data dir, without a socket (for tests and tools).
+pub struct App {
+    pub router: Router,
+    pub state: Arc<AppState>,
+    engine: Engine,
+}
+
+/// What [`build_app`] may be given besides the config.
+pub struct AppOptions {
+    /// Milliseconds since the epoch (tests pass a controllable clock).
+    pub clock: Clock,
+    /// The metrics recorder's handle, when one is installed.
+    pub prometheus: Option<PrometheusHandle>,
+}
+
+impl Default for AppOptions {
+    fn default() -> Self {
+        AppOptions { clock: system_clock(), prometheus: None }
+    }
+}
+
+/// Opens (creating and locking) `config.storage.data_dir`, recovers it, starts the committer
+/// and the actors, and returns the ready router.
+pub async fn build_app(config: &Config, options: AppOptions) -> Result<App, ServeError> {
+    let lock = open_data_dir(&config.storage.data_dir)?;
+    let engine = Engine::start(config, lock, options.clock).await?;
+    let state = Arc::new(AppState::new(config, options.prometheus));
+    state.set_ready(engine.ledger.clone());
+    Ok(App { router: http::router(state.clone()), state, engine })
+}
+
+impl App {
+    /// The ledger behind the router.
+    pub fn ledger(&self) -> &LedgerHandle {
+        &self.engine.ledger
+    }
+
+    /// Stops the ledger and releases the data dir.
+    pub async fn shutdown(self) {
+        self.engine.stop().await;
+    }
+}
+
+/// The server's whole life, on a runtime.
+async fn serve(config: Config) -> Result<(), ServeError> {
+    init_logging(config.server.log_format);
+    let stop = spawn_signal_listener();
+    let data_dir = config.storage.data_dir.clone();
+    let lock = open_data_dir(&data_dir)?;
+    let bind = config.server.bind;
+    let listener = TcpListener::bind(bind).await.map_err(|source| ServeError::Bind { address: bind, source })?;
+    let address = listener.local_addr().map_err(|source| ServeError::Bind { address: bind, source })?;
+
+    let prometheus = http::metrics::install_recorder();
+    let state = Arc::new(AppState::new(&config, Some(prometheus.clone())));
+    let upkeep = tokio::spawn(http::metrics::run_upkeep(prometheus, METRICS_UPKEEP_PERIOD));
+    let sweeper = tokio::spawn(sweep_rate_limiter(state.clone()));
+    let application = http::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    let mut server =
+        tokio::spawn(axum::serve(listener, application).with_graceful_shutdown(stopped(stop.clone())).into_future());
+    tracing::debug!(%address, data_dir = %data_dir.display(), "recovering");
+
+    let engine = tokio::select! {
+        started = Engine::start(&config, lock, system_clock()) => match started {
+            Ok(engine) => engine,
+            Err(error) => {
+                server.abort();
+                return Err(error);
+            }
+        },
+        () = stopped(stop.clone()) => {
+            tracing::info!("stopped during recovery");
+            server.abort();
+            return Ok(());
+        }
+    };
+    state.set_ready(engine.ledger.clone());
+    announce(address);
+    tracing::info!(%address, data_dir = %data_dir.display(), accounts = engine.ledger.account_count(), "ready");
+
+    let request_timeout = Duration::from_millis(config.server.request_timeout_ms);
+    let served = tokio::select! {
+        served = &mut server => served,
+        () = async {
+            stopped(stop.clone()).await;
+            tokio::time::sleep(request_timeout + DRAIN_GRACE).await;
+        } => {
+            tracing::warn!("in-flight requests did not finish in time; closing their connections");
+            server.abort();
+            server.await
+        }
+    };
+    tracing::info!("HTTP server stopped; stopping the ledger");
+    engine.stop().await;
+    upkeep.abort();
+    sweeper.abort();
+    tracing::info!("stopped");
+    match served {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(error)) => Err(ServeError::Server(error)),
+        Err(error) if error.is_cancelled() => Ok(()),
+        Err(error) => Err(ServeError::Server(std::io::Error::other(error.to_string()))),
+    }
+}
+
+/// Prints `listening on ADDR` on stdout (the one line tools wait for).
+fn announce(address: SocketAddr) {
+    let mut stdout = std::io::stdout().lock();
+    let _ = writeln!(stdout, "listening on {address}");
+    let _ = stdout.flush();
+}
+
+/// Logs to stderr (stdout carries only the `listening on` line), as text or JSON lines.
+/// `RUST_LOG` sets the filter (default `info`).
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    let installed = match format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+    if installed.is_err() {
+        tracing::debug!("a tracing subscriber was installed already");
+    }
+}
+
+/// A flag raised on the first SIGTERM or SIGINT.
+fn spawn_signal_listener() -> watch::Receiver<bool> {
+    let (raise, flag) = watch::channel(false);
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutdown signal received; draining");
+        let _ = raise.send(true);
+    });
+    flag
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = terminate.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM; only SIGINT stops the server");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Resolves once the stop flag is raised (or its sender is gone).
+async fn stopped(mut flag: watch::Receiver<bool>) {
+    let _ = flag.wait_for(|raised| *raised).await;
+}
+
+/// Forgets idle rate-limit buckets periodically.
+async fn sweep_rate_limiter(state: Arc<AppState>) {
+    let Some(limiter) = &state.rate_limiter else {
+        return;
+    };
+    let mut interval = tokio::time::interval(http::auth::RATE_LIMIT_SWEEP_PERIOD);
+    loop {
+        interval.tick().await;
+        limiter.forget_idle();
+    }
+}
+
+/// A sequence as a gauge value (exact below 2^53, which any sequence here is).
+fn seq_as_gauge(seq: u64) -> f64 {
+    let high = f64::from(u32::try_from(seq >> 32).unwrap_or(u32::MAX));
+    let low = f64::from(u32::try_from(seq & 0xffff_ffff).unwrap_or(u32::MAX));
+    high * 4_294_967_296.0 + low
+}
+
+/// `text` on one line.
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn environment(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(name, value)| ((*name).to_owned(), (*value).to_owned())).collect()
+    }
+
+    #[test]
+    fn precedence_is_flags_then_environment_then_default() {
+        let args = ServeArgs::default();
+        let config = load_config(&args, environment(&[("LEDGERD_LIMITS__BATCH_MAX", "7")])).unwrap();
+        assert_eq!(config.limits.batch_max, 7);
+        let args = ServeArgs { bind: Some("127.0.0.1:9999".parse().unwrap()), ..ServeArgs::default() };
+        let config = load_config(&args, environment(&[("LEDGERD_SERVER__BIND", "127.0.0.1:7777")])).unwrap();
+        assert_eq!(config.server.bind.port(), 9999);
+    }
+
+    #[test]
+    fn other_ledgerd_variables_are_not_overrides() {
+        let config = load_config(&ServeArgs::default(), environment(&[("LEDGERD_CCPAYMENT_SECRET", "x")])).unwrap();
+        assert_eq!(config, config::default_config());
+        let error = load_config(&ServeArgs::default(), environment(&[("LEDGERD_SERVER__BINDD", "x")])).unwrap_err();
+        assert!(error.to_string().contains("LEDGERD_SERVER__BINDD"), "{error}");
+    }
+
+    #[test]
+    fn non_loopback_without_tokens_is_refused() {
+        let args = ServeArgs { bind: Some("0.0.0.0:8080".parse().unwrap()), ..ServeArgs::default() };
+        let error = load_config(&args, Vec::new()).unwrap_err();
+        assert!(matches!(error, ServeError::NonLoopback { .. }), "{error}");
+        assert!(!error.to_string().contains('\n'));
+    }
+}

@@ -1,0 +1,69 @@
+//! Crash safety: SIGKILL a process writing through the engine at random moments, recover, and
+//! check that every acknowledged transfer is there with its amount and the totals balance.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rust_decimal::Decimal;
+
+#[test]
+fn acknowledged_transfers_survive_sigkill() {
+    let directory = tempfile::tempdir().unwrap();
+    let mut acknowledged: HashMap<String, Decimal> = HashMap::new();
+    let seed = std::env::var("CRASH_SEED").ok().and_then(|seed| seed.parse().ok()).unwrap_or_else(|| {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+        u64::from(nanos)
+    });
+    println!("crash test seed {seed} (set CRASH_SEED to repeat)");
+    let mut random = benches::Random::new(seed);
+    for round in 0..6_u64 {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_crash_writer"))
+            .arg(directory.path())
+            .arg((seed.wrapping_mul(7) + round).to_string())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        let lines = std::sync::mpsc::channel();
+        let reader = std::thread::spawn(move || {
+            for line in stdout.lines() {
+                let Ok(line) = line else { break };
+                if lines.0.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        // Wait until the writer is up, then let it write for a random 50-550 ms and kill it.
+        assert_eq!(lines.1.recv_timeout(Duration::from_secs(60)).unwrap(), "ready", "round {round}");
+        let run_for = Duration::from_millis(50 + u64::try_from(random.below(500)).unwrap());
+        let deadline = Instant::now() + run_for;
+        while let Ok(line) = lines.1.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            record(&mut acknowledged, &line);
+        }
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        reader.join().unwrap();
+        // Lines already written before the kill were acknowledged too.
+        while let Ok(line) = lines.1.try_recv() {
+            record(&mut acknowledged, &line);
+        }
+        let ledger = snapshots::recover(directory.path(), |_| {}).expect("recovery after SIGKILL").ledger;
+        ledger.check_invariants().expect("invariants after SIGKILL");
+        for (id, amount) in &acknowledged {
+            let stored = ledger.transfers.get(&engine::Id::parse(id).unwrap());
+            assert_eq!(stored.map(|transfer| transfer.amount), Some(*amount), "round {round}: acknowledged {id} lost");
+        }
+        println!("round {round}: {} acknowledged so far, all present", acknowledged.len());
+    }
+    assert!(acknowledged.len() > 50, "the writer made progress ({})", acknowledged.len());
+}
+
+fn record(acknowledged: &mut HashMap<String, Decimal>, line: &str) {
+    if let Some(rest) = line.strip_prefix("ack ") {
+        let (id, amount) = rest.split_once(' ').expect("ack ID AMOUNT");
+        acknowledged.insert(id.to_owned(), amount.parse().expect("an amount"));
+    }
+}
