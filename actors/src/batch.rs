@@ -12,39 +12,61 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use engine::ledger::apply_to_transfers;
-use engine::{Id, Record, Rejection, Transfer, TransferRequest};
+use engine::{Id, IdMap, Record, Rejection, Transfer, TransferRequest};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::conversation::{Command, Mode, Outcome, Reply, Start};
 use crate::handle::{BatchItemResult, LedgerError, LedgerHandle};
-use crate::shard::ShardMessage;
+use crate::shard::{ShardMessage, shard_of};
 
 /// Which earlier items each item waits for, and which later items wait for it.
 struct Dependencies {
-    waiting_on: Vec<usize>,
+    /// Per item: the earlier items it must see decided (the last earlier item touching each of
+    /// its keys).
+    earlier: Vec<Vec<usize>>,
+    /// Per item: the later items that wait for it.
     dependents: Vec<Vec<usize>>,
 }
 
-fn dependencies(requests: &[TransferRequest]) -> Dependencies {
-    let mut last_touch: HashMap<&Id, usize> = HashMap::new();
-    let mut waiting_on = vec![0; requests.len()];
+fn dependencies(requests: &[Arc<TransferRequest>]) -> Dependencies {
+    let mut last_touch: HashMap<&Id, usize, ahash::RandomState> = HashMap::default();
+    let mut earlier = vec![Vec::new(); requests.len()];
     let mut dependents = vec![Vec::new(); requests.len()];
     for (index, request) in requests.iter().enumerate() {
-        let mut earlier: Vec<usize> = Vec::with_capacity(3);
         for key in [&request.id, &request.debit_account, &request.credit_account] {
             if let Some(previous) = last_touch.insert(key, index)
                 && previous != index
-                && !earlier.contains(&previous)
+                && !earlier[index].contains(&previous)
             {
-                earlier.push(previous);
+                earlier[index].push(previous);
+                dependents[previous].push(index);
             }
         }
-        waiting_on[index] = earlier.len();
-        for previous in earlier {
-            dependents[previous].push(index);
-        }
     }
-    Dependencies { waiting_on, dependents }
+    Dependencies { earlier, dependents }
+}
+
+/// The starts of the items about to be sent, one message per shard.
+struct Outgoing {
+    by_shard: Vec<Vec<Start>>,
+}
+
+impl Outgoing {
+    fn push(&mut self, shard: usize, start: Start) {
+        self.by_shard[shard].push(start);
+    }
+
+    /// Sends every shard its items, in index order, as one message.
+    fn flush(&mut self, handle: &LedgerHandle) -> Result<(), LedgerError> {
+        for (shard, starts) in self.by_shard.iter_mut().enumerate() {
+            if starts.is_empty() {
+                continue;
+            }
+            let message = ShardMessage::StartMany(std::mem::take(starts));
+            handle.inner.shards[shard].cast(message).map_err(|_| handle.unavailable())?;
+        }
+        Ok(())
+    }
 }
 
 pub(crate) async fn run(
@@ -58,51 +80,97 @@ pub(crate) async fn run(
     }
     let batch = handle.inner.next_batch_id.fetch_add(1, Ordering::Relaxed);
     let mode = if atomic { Mode::Atomic(batch) } else { Mode::Single };
-    let Dependencies { mut waiting_on, dependents } = dependencies(&requests);
+    let shard_count = handle.inner.shards.len();
+    let owner = |id: &Id| shard_of(id, shard_count);
     let requests: Vec<Arc<TransferRequest>> = requests.into_iter().map(Arc::new).collect();
+    let Dependencies { earlier, dependents } = dependencies(&requests);
+    let mut waiting_on: Vec<usize> = earlier.iter().map(Vec::len).collect();
+    // The shard owning all three of an item's ids, when one does: its conversation runs
+    // entirely inside that shard.
+    let local: Vec<Option<usize>> = requests
+        .iter()
+        .map(|request| {
+            let shard = owner(&request.id);
+            (owner(&request.debit_account) == shard && owner(&request.credit_account) == shard).then_some(shard)
+        })
+        .collect();
     let (sender, mut receiver) = mpsc::unbounded_channel::<(usize, Outcome)>();
-    let dispatch = |index: usize| -> Result<(), LedgerError> {
-        let request = requests[index].clone();
-        let command = Command::Create { request: request.clone(), mode };
-        let start = Start { command, reply: Reply::Batch(index, sender.clone()) };
-        handle.shard_for(&request.id).cast(ShardMessage::Start(start)).map_err(|_| handle.unavailable())
+    let start_of = |index: usize| Start {
+        command: Command::Create { request: requests[index].clone(), mode },
+        reply: Reply::Batch(index, sender.clone()),
     };
-    let mut outcomes: Vec<Option<Outcome>> = (0..count).map(|_| None).collect();
+    let mut outgoing = Outgoing { by_shard: (0..shard_count).map(|_| Vec::new()).collect() };
+    let mut dispatched = vec![false; count];
     let mut in_flight = 0_usize;
-    for (index, waiting) in waiting_on.iter().enumerate() {
-        if *waiting == 0 {
-            dispatch(index)?;
+
+    // The first round sends every item that waits for nothing, and also every item local to a
+    // shard whose earlier items all go, local too, in the same shard's message: that shard
+    // decides them in index order before reaching it.
+    let mut in_first_message_of: Vec<Option<usize>> = vec![None; count];
+    for index in 0..count {
+        let chained = match local[index] {
+            Some(shard) if waiting_on[index] > 0 => {
+                earlier[index].iter().all(|&previous| in_first_message_of[previous] == Some(shard))
+            }
+            _ => false,
+        };
+        if waiting_on[index] == 0 || chained {
+            outgoing.push(owner(&requests[index].id), start_of(index));
+            dispatched[index] = true;
             in_flight += 1;
+            in_first_message_of[index] = local[index];
         }
     }
+    outgoing.flush(handle)?;
+
+    let mut outcomes: Vec<Option<Outcome>> = (0..count).map(|_| None).collect();
+    // Atomic: the lowest index rejected so far. Items after it need not run (the batch is
+    // aborted); items before it still do, so that the item reported is the first one that
+    // applying the batch in order would reject.
     let mut failed_item: Option<usize> = None;
+    let mut received = Vec::with_capacity(count.min(1024));
     while in_flight > 0 {
-        let (index, outcome) = receiver.recv().await.ok_or_else(|| handle.unavailable())?;
-        in_flight -= 1;
-        let acceptable = matches!(
-            outcome,
-            Outcome::Applied(_) | Outcome::Existing(_) | Outcome::Tentative(_) | Outcome::TentativeReplay
-        );
-        if let Outcome::Failed(error) = &outcome
-            && !atomic
-        {
-            // The log refused work: later items cannot be applied either.
-            return Err(error.clone());
+        if receiver.recv_many(&mut received, 1024).await == 0 {
+            return Err(handle.unavailable());
         }
-        outcomes[index] = Some(outcome);
-        if atomic && !acceptable && failed_item.is_none() {
-            failed_item = Some(index);
-        }
-        if failed_item.is_some() {
-            continue; // An atomic batch stops starting items once one failed.
-        }
-        for &dependent in &dependents[index] {
-            waiting_on[dependent] -= 1;
-            if waiting_on[dependent] == 0 {
-                dispatch(dependent)?;
-                in_flight += 1;
+        for (index, outcome) in received.drain(..) {
+            in_flight -= 1;
+            if matches!(outcome, Outcome::Deferred) {
+                dispatched[index] = false;
+                if waiting_on[index] == 0 && failed_item.is_none_or(|failed| index < failed) {
+                    outgoing.push(owner(&requests[index].id), start_of(index));
+                    dispatched[index] = true;
+                    in_flight += 1;
+                }
+                continue;
+            }
+            if let Outcome::Failed(error) = &outcome
+                && !atomic
+            {
+                // The log refused work: later items cannot be applied either.
+                return Err(error.clone());
+            }
+            let acceptable = matches!(
+                outcome,
+                Outcome::Applied(_) | Outcome::Existing(_) | Outcome::Tentative(_) | Outcome::TentativeReplay
+            );
+            outcomes[index] = Some(outcome);
+            if atomic && !acceptable && failed_item.is_none_or(|failed| index < failed) {
+                failed_item = Some(index);
+            }
+            for &dependent in &dependents[index] {
+                waiting_on[dependent] -= 1;
+                if waiting_on[dependent] == 0
+                    && !dispatched[dependent]
+                    && failed_item.is_none_or(|failed| dependent < failed)
+                {
+                    outgoing.push(owner(&requests[dependent].id), start_of(dependent));
+                    dispatched[dependent] = true;
+                    in_flight += 1;
+                }
             }
         }
+        outgoing.flush(handle)?;
     }
     if atomic {
         return finish_atomic(handle, batch, &requests, outcomes, failed_item).await;
@@ -169,7 +237,7 @@ async fn finish_atomic(
     let sequenced = Arc::new(sequenced);
     broadcast(handle, |reply| ShardMessage::CommitBatch { batch, records: sequenced.clone(), reply }).await?;
     // Build the answers with the same function the owners used.
-    let mut created: HashMap<Id, Transfer> = HashMap::new();
+    let mut created: IdMap<Arc<Transfer>> = IdMap::default();
     for (seq, record) in sequenced.iter() {
         apply_to_transfers(&mut created, *seq, record).expect("a committed batch record applies");
     }
@@ -235,8 +303,11 @@ mod tests {
             request("t1", "x", "y"),
             request("t5", "z", "z"),
         ];
+        let requests: Vec<Arc<TransferRequest>> = requests.into_iter().map(Arc::new).collect();
         let dependencies = dependencies(&requests);
-        assert_eq!(dependencies.waiting_on, vec![0, 0, 1, 1, 0]);
+        let waiting_on: Vec<usize> = dependencies.earlier.iter().map(Vec::len).collect();
+        assert_eq!(waiting_on, vec![0, 0, 1, 1, 0]);
+        assert_eq!(dependencies.earlier[3], vec![0]);
         assert_eq!(dependencies.dependents[0], vec![2, 3]);
         assert!(dependencies.dependents[1].is_empty());
     }

@@ -39,6 +39,22 @@ impl Command {
             Command::Post { id, .. } | Command::Void { id } => id,
         }
     }
+
+    /// The ids whose state the command may read or change that are known before it runs: the
+    /// transfer id and, for a creation, its two accounts.
+    pub(crate) fn keys(&self) -> Vec<&Id> {
+        match self {
+            Command::Create { request, .. } => vec![&request.id, &request.debit_account, &request.credit_account],
+            Command::Post { id, .. } | Command::Void { id } => vec![id],
+        }
+    }
+
+    pub(crate) fn mode(&self) -> Mode {
+        match self {
+            Command::Create { mode, .. } => *mode,
+            Command::Post { .. } | Command::Void { .. } => Mode::Single,
+        }
+    }
 }
 
 /// A command with the place its outcome goes.
@@ -106,13 +122,16 @@ pub(crate) struct Conversation {
 #[derive(Debug)]
 pub(crate) enum Outcome {
     /// Created, posted, voided or expired by this request.
-    Applied(Transfer),
+    Applied(Arc<Transfer>),
     /// Nothing to do: the transfer already is as asked (idempotent replay).
-    Existing(Transfer),
+    Existing(Arc<Transfer>),
     /// Atomic batch: acceptable; this record will be written if the whole batch is.
     Tentative(Record),
     /// Atomic batch: the same transfer as an earlier item of this batch.
     TentativeReplay,
+    /// A batch item handed back unstarted: an earlier item it depends on was not decided in
+    /// time (see `ShardState::start_many`); the coordinator starts it again later.
+    Deferred,
     Rejected(Rejection),
     Failed(LedgerError),
 }

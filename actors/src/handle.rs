@@ -87,8 +87,8 @@ impl From<CommitError> for LedgerError {
 /// The result of one item of a batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BatchItemResult {
-    Created(Transfer),
-    Exists(Transfer),
+    Created(Arc<Transfer>),
+    Exists(Arc<Transfer>),
     Rejected(Rejection),
 }
 
@@ -218,7 +218,7 @@ impl LedgerHandle {
     }
 
     /// Creates a transfer; `Ok((transfer, false))` for an idempotent replay.
-    pub async fn create_transfer(&self, request: TransferRequest) -> Result<(Transfer, bool), LedgerError> {
+    pub async fn create_transfer(&self, request: TransferRequest) -> Result<(Arc<Transfer>, bool), LedgerError> {
         let _permit = self.admit(1)?;
         let id = request.id.clone();
         let outcome = self.converse(&id, Command::Create { request: Arc::new(request), mode: Mode::Single }).await?;
@@ -240,7 +240,7 @@ impl LedgerHandle {
     }
 
     /// Posts a pending transfer (all of it by default).
-    pub async fn post_transfer(&self, id: &Id, amount: Option<Decimal>) -> Result<Transfer, LedgerError> {
+    pub async fn post_transfer(&self, id: &Id, amount: Option<Decimal>) -> Result<Arc<Transfer>, LedgerError> {
         let _permit = self.admit(1)?;
         match self.converse(id, Command::Post { id: id.clone(), amount }).await? {
             Outcome::Applied(transfer) | Outcome::Existing(transfer) => Ok(transfer),
@@ -249,7 +249,7 @@ impl LedgerHandle {
     }
 
     /// Voids a pending transfer.
-    pub async fn void_transfer(&self, id: &Id) -> Result<Transfer, LedgerError> {
+    pub async fn void_transfer(&self, id: &Id) -> Result<Arc<Transfer>, LedgerError> {
         let _permit = self.admit(1)?;
         match self.converse(id, Command::Void { id: id.clone() }).await? {
             Outcome::Applied(transfer) | Outcome::Existing(transfer) => Ok(transfer),
@@ -258,7 +258,7 @@ impl LedgerHandle {
     }
 
     /// A transfer as of the durable log.
-    pub async fn transfer(&self, id: &Id) -> Result<Transfer, LedgerError> {
+    pub async fn transfer(&self, id: &Id) -> Result<Arc<Transfer>, LedgerError> {
         let mut found = self.ask(id, |reply| ShardMessage::GetTransfers { ids: vec![id.clone()], reply }).await?;
         let transfer = found.pop().flatten().ok_or(LedgerError::Rejected(Rejection::TransferNotFound))?;
         self.wait_durable(transfer.last_seq).await?;
@@ -272,7 +272,7 @@ impl LedgerHandle {
         account: &Id,
         limit: usize,
         before_seq: Option<u64>,
-    ) -> Result<(Vec<Transfer>, Option<u64>), LedgerError> {
+    ) -> Result<(Vec<Arc<Transfer>>, Option<u64>), LedgerError> {
         let limit = limit.max(1);
         let entries = self
             .ask(account, |reply| ShardMessage::History {
@@ -361,7 +361,7 @@ impl LedgerHandle {
             Outcome::Applied(transfer) | Outcome::Existing(transfer) => self.wait_durable(transfer.last_seq).await?,
             Outcome::Rejected(rejection) => return Err(LedgerError::Rejected(*rejection)),
             Outcome::Failed(error) => return Err(error.clone()),
-            Outcome::Tentative(_) | Outcome::TentativeReplay => {}
+            Outcome::Tentative(_) | Outcome::TentativeReplay | Outcome::Deferred => {}
         }
         Ok(outcome)
     }
@@ -371,13 +371,13 @@ impl LedgerHandle {
     }
 
     /// Fetches transfers by id from their owners, in the order given.
-    pub(crate) async fn fetch_transfers(&self, ids: Vec<Id>) -> Result<Vec<Transfer>, LedgerError> {
+    pub(crate) async fn fetch_transfers(&self, ids: Vec<Id>) -> Result<Vec<Arc<Transfer>>, LedgerError> {
         let shard_count = self.inner.shards.len();
         let mut by_shard: Vec<Vec<(usize, Id)>> = vec![Vec::new(); shard_count];
         for (position, id) in ids.into_iter().enumerate() {
             by_shard[shard_of(&id, shard_count)].push((position, id));
         }
-        let mut found: Vec<Option<Transfer>> = Vec::new();
+        let mut found: Vec<Option<Arc<Transfer>>> = Vec::new();
         let total: usize = by_shard.iter().map(Vec::len).sum();
         found.resize(total, None);
         for (shard, wanted) in by_shard.into_iter().enumerate() {
@@ -404,17 +404,18 @@ fn unexpected(outcome: Outcome) -> LedgerError {
     }
 }
 
-/// Splits a recovered ledger into the parts each shard owns.
+/// Splits a recovered ledger into the parts each shard owns. With one shard the maps move as
+/// they are; otherwise each entry moves to its owner's map.
 fn partition(ledger: engine::Ledger, shard_count: usize) -> Vec<ShardLoad> {
+    if shard_count == 1 {
+        return vec![ShardLoad { accounts: ledger.accounts, transfers: ledger.transfers }];
+    }
     let mut loads: Vec<ShardLoad> = (0..shard_count).map(|_| ShardLoad::default()).collect();
     for (id, account) in ledger.accounts {
-        loads[shard_of(&id, shard_count)].accounts.push(account);
+        loads[shard_of(&id, shard_count)].accounts.insert(id, account);
     }
     for (id, transfer) in ledger.transfers {
-        for account in [&transfer.debit_account, &transfer.credit_account] {
-            loads[shard_of(account, shard_count)].history.push((account.clone(), transfer.seq, id.clone()));
-        }
-        loads[shard_of(&id, shard_count)].transfers.push(transfer);
+        loads[shard_of(&id, shard_count)].transfers.insert(id, transfer);
     }
     loads
 }

@@ -15,9 +15,12 @@
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, OnceLock};
 
-use engine::ledger::{Side, account_from_record, apply_to_account, apply_to_transfers, transfer_record};
+use engine::ledger::{
+    Side, account_change, account_from_record, apply_to_account, apply_to_transfers, transfer_from_record,
+    transfer_record,
+};
 use engine::rules::{self, PostOutcome};
-use engine::{Account, Id, Record, Rejection, Transfer, TransferStatus};
+use engine::{Account, Id, IdMap, Record, Rejection, Transfer, TransferStatus};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use rust_decimal::Decimal;
 use snapshots::CommitHandle;
@@ -56,9 +59,11 @@ pub(crate) enum ShardMessage {
     },
     GetTransfers {
         ids: Vec<Id>,
-        reply: oneshot::Sender<Vec<Option<Transfer>>>,
+        reply: oneshot::Sender<Vec<Option<Arc<Transfer>>>>,
     },
     Start(Start),
+    /// Items of one batch, in index order (see [`ShardState::start_many`]).
+    StartMany(Vec<Start>),
     Hold(Box<Conversation>),
     Decide(Box<Conversation>),
     Settle(Box<Conversation>),
@@ -77,12 +82,11 @@ pub(crate) enum ShardMessage {
     Load(Box<ShardLoad>),
 }
 
-/// Recovered state for one shard.
+/// Recovered state for one shard: the accounts and transfer ids it owns.
 #[derive(Default)]
 pub(crate) struct ShardLoad {
-    pub accounts: Vec<Account>,
-    pub transfers: Vec<Transfer>,
-    pub history: Vec<(Id, u64, Id)>,
+    pub accounts: IdMap<Account>,
+    pub transfers: IdMap<Arc<Transfer>>,
 }
 
 /// A transfer id with a conversation in flight.
@@ -101,19 +105,17 @@ pub(crate) struct ShardState {
     commit: CommitHandle,
     clock: Clock,
     account_count: Arc<std::sync::atomic::AtomicU64>,
-    accounts: HashMap<Id, Account>,
+    accounts: IdMap<Account>,
     /// Amounts held on accounts by undecided conversations and tentative batch items.
-    in_flight_debits: HashMap<Id, Decimal>,
+    in_flight_debits: IdMap<Decimal>,
     /// Posted credits of tentative atomic-batch items: spendable only by the same batch.
-    tentative_credits: HashMap<BatchId, HashMap<Id, Decimal>>,
+    tentative_credits: HashMap<BatchId, IdMap<Decimal>>,
     /// Holds placed for tentative atomic-batch items, released on commit or abort.
     batch_holds: HashMap<BatchId, Vec<(Id, Decimal)>>,
     /// Transfer ids reserved by atomic batches.
     batch_reserved: HashMap<BatchId, Vec<Id>>,
-    /// Per account: (creation seq, transfer id), ascending by seq.
-    history: HashMap<Id, Vec<(u64, Id)>>,
-    transfers: HashMap<Id, Transfer>,
-    busy: HashMap<Id, Busy>,
+    transfers: IdMap<Arc<Transfer>>,
+    busy: IdMap<Busy>,
     /// Holds with a deadline, by (deadline ms, id).
     expiry: BTreeSet<(i64, Id)>,
 }
@@ -145,14 +147,13 @@ impl Actor for Shard {
             commit: arguments.commit,
             clock: arguments.clock,
             account_count: arguments.account_count,
-            accounts: HashMap::new(),
-            in_flight_debits: HashMap::new(),
+            accounts: IdMap::default(),
+            in_flight_debits: IdMap::default(),
             tentative_credits: HashMap::new(),
             batch_holds: HashMap::new(),
             batch_reserved: HashMap::new(),
-            history: HashMap::new(),
-            transfers: HashMap::new(),
-            busy: HashMap::new(),
+            transfers: IdMap::default(),
+            busy: IdMap::default(),
             expiry: BTreeSet::new(),
         })
     }
@@ -175,7 +176,7 @@ impl ShardState {
                 let _ = reply.send(self.create_account(request));
             }
             ShardMessage::GetAccount { id, reply } => {
-                let _ = reply.send(self.accounts.get(&id).cloned());
+                let _ = reply.send(self.accounts.get(&id).map(Account::without_history));
             }
             ShardMessage::SetFrozen { id, frozen, reply } => {
                 let _ = reply.send(self.set_frozen(&id, frozen));
@@ -187,6 +188,7 @@ impl ShardState {
                 let _ = reply.send(ids.iter().map(|id| self.transfers.get(id).cloned()).collect());
             }
             ShardMessage::Start(start) => self.start(start),
+            ShardMessage::StartMany(starts) => self.start_many(starts),
             ShardMessage::Hold(conversation) => self.hold(conversation),
             ShardMessage::Decide(conversation) => self.decide(conversation),
             ShardMessage::Settle(conversation) => self.settle(conversation),
@@ -218,26 +220,25 @@ impl ShardState {
         shard_of(id, peers.len()) == self.index
     }
 
-    fn send(&self, to: &Id, message: ShardMessage) {
+    /// Sends a step of a conversation to the owner of `to`. A step for this shard itself is
+    /// handled at once, inline: a conversation whose participants share a shard costs no
+    /// mailbox hop, and its steps run in the same order a mailbox would deliver them.
+    fn send(&mut self, to: &Id, message: ShardMessage) {
+        if self.owns(to) {
+            self.handle(message);
+            return;
+        }
         // A peer that is gone has failed; the supervisor has already marked the ledger failed
         // and the requester sees its reply channel close.
         let _ = self.peer(to).cast(message);
     }
 
     fn load(&mut self, load: ShardLoad) {
-        for account in load.accounts {
-            self.accounts.insert(account.id.clone(), account);
-        }
-        for transfer in load.transfers {
-            if transfer.status == TransferStatus::Pending
-                && let Some(deadline) = transfer.deadline_ms()
-            {
-                self.expiry.insert((deadline, transfer.id.clone()));
-            }
-            self.transfers.insert(transfer.id.clone(), transfer);
-        }
-        for (account, seq, transfer) in load.history {
-            insert_history(self.history.entry(account).or_default(), seq, transfer);
+        assert!(self.accounts.is_empty() && self.transfers.is_empty(), "a shard is loaded once, before any request");
+        self.accounts = load.accounts;
+        self.transfers = load.transfers;
+        for transfer in self.transfers.values() {
+            Self::track_expiry(&mut self.expiry, transfer);
         }
     }
 
@@ -249,7 +250,7 @@ impl ShardState {
                 && stored.overdraft == request.overdraft
                 && stored.metadata == request.metadata;
             return if same {
-                Ok((stored.clone(), false))
+                Ok((stored.without_history(), false))
             } else {
                 Err(LedgerError::Rejected(Rejection::ExistsWithDifferentFields))
             };
@@ -263,27 +264,28 @@ impl ShardState {
         };
         let seq = self.commit.submit(vec![record.clone()]).map_err(LedgerError::from)?;
         let account = account_from_record(seq, &record).expect("a CreateAccount record creates an account");
-        self.accounts.insert(account.id.clone(), account.clone());
+        let answer = account.without_history();
+        self.accounts.insert(account.id.clone(), account);
         self.account_count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Ok((account, true))
+        Ok((answer, true))
     }
 
     fn set_frozen(&mut self, id: &Id, frozen: bool) -> Result<Account, LedgerError> {
         let account = self.accounts.get_mut(id).ok_or(LedgerError::Rejected(Rejection::AccountNotFound))?;
         if account.frozen == frozen {
-            return Ok(account.clone());
+            return Ok(account.without_history());
         }
         let record = Record::SetFrozen { account: id.clone(), frozen };
         let seq = self.commit.submit(vec![record.clone()]).map_err(LedgerError::from)?;
         apply_to_account(account, Side::Debit, seq, &record).expect("freezing never breaks an invariant");
-        Ok(account.clone())
+        Ok(account.without_history())
     }
 
     fn history_page(&self, account: &Id, limit: usize, before: Option<u64>) -> Option<Vec<(u64, Id)>> {
         if !self.accounts.contains_key(account) {
             return None;
         }
-        let entries = self.history.get(account).map(Vec::as_slice).unwrap_or_default();
+        let entries = self.accounts.get(account).map(|account| account.history.as_slice()).unwrap_or_default();
         let end = match before {
             Some(before) => entries.partition_point(|(seq, _)| *seq < before),
             None => entries.len(),
@@ -315,6 +317,11 @@ impl ShardState {
         let now_ms = self.now_ms();
         let Start { command, reply } = start;
         let conversation = match command {
+            Command::Create { request, mode: Mode::Single }
+                if self.owns(&request.debit_account) && self.owns(&request.credit_account) =>
+            {
+                return self.create_local(&request, now_ms, reply);
+            }
             Command::Create { request, mode } => {
                 if let Some(stored) = self.transfers.get(&request.id) {
                     let outcome = if stored.matches(&request) {
@@ -385,6 +392,104 @@ impl ShardState {
         self.send(&debit, ShardMessage::Hold(Box::new(conversation)));
     }
 
+    /// A single creation whose transfer id and both accounts this shard owns, decided in one
+    /// step: the conversation's steps (idempotency, hold, decision, both sides, the stored
+    /// transfer) fused, with the same engine rules and the same order of checks, and no
+    /// in-flight hold since nothing can interleave.
+    fn create_local(&mut self, request: &engine::TransferRequest, now_ms: i64, reply: Reply) {
+        if let Some(stored) = self.transfers.get(&request.id) {
+            let outcome = if stored.matches(request) {
+                Outcome::Existing(stored.clone())
+            } else {
+                Outcome::Rejected(Rejection::ExistsWithDifferentFields)
+            };
+            return reply.send(outcome);
+        }
+        if request.debit_account == request.credit_account {
+            return reply.send(Outcome::Rejected(Rejection::AccountsMustBeDifferent));
+        }
+        let [debit, credit] = self.accounts.get_disjoint_mut([&request.debit_account, &request.credit_account]);
+        let Some(debit) = debit else {
+            return reply.send(Outcome::Rejected(Rejection::DebitAccountNotFound));
+        };
+        // Holds of atomic batches still open on this account count as spent.
+        let held_elsewhere = if self.in_flight_debits.is_empty() {
+            Decimal::ZERO
+        } else {
+            self.in_flight_debits.get(&request.debit_account).copied().unwrap_or_default()
+        };
+        let facts = rules::debit_facts(debit, request.amount, held_elsewhere);
+        let Some(credit) = credit else {
+            return reply.send(Outcome::Rejected(Rejection::CreditAccountNotFound));
+        };
+        let amount = match rules::decide_transfer(&facts, credit, request.amount) {
+            Ok(amount) => amount,
+            Err(rejection) => return reply.send(Outcome::Rejected(rejection)),
+        };
+        let record = transfer_record(request, amount, credit, now_ms);
+        // The decision guarantees that both sides apply; computing the changes before the
+        // record goes to the committer keeps a bug from logging what cannot be applied.
+        let debit_change =
+            account_change(debit, Side::Debit, 0, &record).expect("a decided transfer applies to its debit side");
+        let credit_change =
+            account_change(credit, Side::Credit, 0, &record).expect("a decided transfer applies to its credit side");
+        let mut transfer = transfer_from_record(0, &record).expect("a creation record creates a transfer");
+        let seq = match self.commit.submit(vec![record]) {
+            Ok(seq) => seq,
+            Err(error) => return reply.send(Outcome::Failed(error.into())),
+        };
+        // Share the accounts' id allocations.
+        transfer.debit_account = debit.id.clone();
+        transfer.credit_account = credit.id.clone();
+        for (account, change) in [(debit, debit_change), (credit, credit_change)] {
+            if let Some(change) = change {
+                change.commit(account, seq);
+            }
+            account.record_transfer(seq, transfer.id.clone());
+        }
+        transfer.seq = seq;
+        transfer.last_seq = seq;
+        Self::track_expiry(&mut self.expiry, &transfer);
+        let transfer = Arc::new(transfer);
+        self.transfers.insert(transfer.id.clone(), transfer.clone());
+        reply.send(Outcome::Applied(transfer));
+    }
+
+    /// Starts the items of a batch in index order. The coordinator may include an item whose
+    /// earlier items (sharing an account or the id with it) are in this same message, because
+    /// it expects them to be decided inline, right here, before the item starts. When one of
+    /// them is not (it waits behind another conversation on its id, or crosses shards), every
+    /// later item of the message touching its keys is handed back undecided
+    /// ([`Outcome::Deferred`]) and the coordinator starts it once its earlier items are decided.
+    fn start_many(&mut self, starts: Vec<Start>) {
+        let mut blocked: Vec<Id> = Vec::new();
+        for start in starts {
+            if !blocked.is_empty() && start.command.keys().into_iter().any(|key| blocked.contains(key)) {
+                blocked.extend(start.command.keys().into_iter().cloned());
+                start.reply.send(Outcome::Deferred);
+                continue;
+            }
+            let mode = start.command.mode();
+            let keys: Vec<Id> = start.command.keys().into_iter().cloned().collect();
+            self.start(start);
+            if !self.decided(&keys[0], mode) {
+                blocked.extend(keys);
+            }
+        }
+    }
+
+    /// Whether the conversation on `id` started in `mode` has been decided: nothing is in
+    /// flight on the id, or it is reserved by the same atomic batch (a tentative item).
+    fn decided(&self, id: &Id, mode: Mode) -> bool {
+        match self.busy.get(id) {
+            None => true,
+            Some(busy) => match (mode, &busy.tentative) {
+                (Mode::Atomic(batch), Some((reserved_by, _))) => batch == *reserved_by,
+                _ => false,
+            },
+        }
+    }
+
     fn expire_due(&mut self) {
         let now_ms = self.now_ms();
         let due: Vec<Id> = self
@@ -422,9 +527,9 @@ impl ShardState {
             Verdict::Accepted { seq, record } => {
                 apply_to_transfers(&mut self.transfers, seq, &record)
                     .expect("a decided record applies to its transfer");
-                let stored = self.transfers[&id].clone();
-                self.track_expiry(stored.clone());
-                Some(Outcome::Applied(stored))
+                let stored = &self.transfers[&id];
+                Self::track_expiry(&mut self.expiry, stored);
+                Some(Outcome::Applied(stored.clone()))
             }
             Verdict::Tentative { record } => {
                 let (Mode::Atomic(batch), Operation::Create { request, .. }) =
@@ -453,12 +558,14 @@ impl ShardState {
         }
     }
 
-    fn track_expiry(&mut self, transfer: Transfer) {
+    /// Keeps the expiry index in step with a stored transfer: a hold with a deadline is in it
+    /// while pending, and out of it once posted, voided or expired.
+    fn track_expiry(expiry: &mut BTreeSet<(i64, Id)>, transfer: &Transfer) {
         if let Some(deadline) = transfer.deadline_ms() {
             if transfer.status == TransferStatus::Pending {
-                self.expiry.insert((deadline, transfer.id));
+                expiry.insert((deadline, transfer.id.clone()));
             } else {
-                self.expiry.remove(&(deadline, transfer.id));
+                expiry.remove(&(deadline, transfer.id.clone()));
             }
         }
     }
@@ -533,7 +640,7 @@ impl ShardState {
         let account = self.accounts.get_mut(account_id).expect("a decided record names existing accounts");
         apply_to_account(account, side, seq, record).expect("a decided record keeps every invariant");
         if let Record::CreateTransfer { id, .. } = record {
-            insert_history(self.history.entry(account_id.clone()).or_default(), seq, id.clone());
+            account.record_transfer(seq, id.clone());
         }
     }
 
@@ -625,7 +732,7 @@ impl ShardState {
             if self.owns(id) {
                 apply_to_transfers(&mut self.transfers, *seq, record)
                     .expect("a decided record applies to its transfer");
-                self.track_expiry(self.transfers[id].clone());
+                Self::track_expiry(&mut self.expiry, &self.transfers[id]);
             }
         }
         self.batch_holds.remove(&batch);
@@ -661,11 +768,4 @@ impl ShardState {
 
 fn same_request(a: &engine::TransferRequest, b: &engine::TransferRequest) -> bool {
     a == b
-}
-
-fn insert_history(entries: &mut Vec<(u64, Id)>, seq: u64, transfer: Id) {
-    // Sides of a transfer may be applied slightly out of sequence order; keep the index
-    // sorted (almost always an append).
-    let position = entries.partition_point(|(existing, _)| *existing < seq);
-    entries.insert(position, (seq, transfer));
 }

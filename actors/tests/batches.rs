@@ -160,7 +160,7 @@ async fn concurrent_singles_and_batches_keep_every_invariant() {
                     }
                 } else {
                     match handle.create_transfer(transfer(&format!("w{worker}-{step}"), &from, &to, cents)).await {
-                        Ok((created, true)) => acknowledged.push((created.id, created.amount)),
+                        Ok((created, true)) => acknowledged.push((created.id.clone(), created.amount)),
                         Ok((_, false)) => panic!("unexpected replay"),
                         Err(LedgerError::Rejected(_)) => {}
                         Err(error) => panic!("{error}"),

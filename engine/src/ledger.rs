@@ -8,12 +8,13 @@
 //! the same rules as the live conversation, and [`Ledger::check_invariants`].
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use rust_decimal::Decimal;
 
-use crate::account::Account;
+use crate::account::{Account, Overdraft};
 use crate::amount::{add_total, sub_total};
-use crate::id::Id;
+use crate::id::{Id, IdMap};
 use crate::record::Record;
 use crate::rejection::Rejection;
 use crate::rules::{self, PostOutcome};
@@ -44,20 +45,58 @@ pub enum ApplyError {
     NotPending { seq: u64, transfer: Id },
     #[error("record {seq}: a total of account {account} leaves its bound")]
     Overflow { seq: u64, account: Id },
+    #[error("record {seq}: moves money from account {account} to itself")]
+    SameAccount { seq: u64, account: Id },
     #[error("record {seq}: account {account} goes below its overdraft limit")]
     Overdrawn { seq: u64, account: Id },
     #[error("record {seq}: account {account} is in {found}, the record in {expected}")]
     CurrencyMismatch { seq: u64, account: Id, found: String, expected: String },
 }
 
-/// Applies the part of `record` that concerns `account`, which is on `side` of it.
-/// `CreateAccount` is not handled here (see [`account_from_record`]).
-pub fn apply_to_account(account: &mut Account, side: Side, seq: u64, record: &Record) -> Result<(), ApplyError> {
+/// What a record does to one account: its totals and flag afterwards. Computed by
+/// [`account_change`] without touching the account, written by [`AccountChange::commit`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AccountChange {
+    debits_posted: Decimal,
+    credits_posted: Decimal,
+    pending_debits: Decimal,
+    pending_credits: Decimal,
+    frozen: bool,
+}
+
+impl AccountChange {
+    /// Writes the change into `account` and counts it as the change at `seq`.
+    pub fn commit(self, account: &mut Account, seq: u64) {
+        account.debits_posted = self.debits_posted;
+        account.credits_posted = self.credits_posted;
+        account.pending_debits = self.pending_debits;
+        account.pending_credits = self.pending_credits;
+        account.frozen = self.frozen;
+        account.touch(seq);
+    }
+}
+
+/// What the part of `record` that concerns `account` (on `side` of it) would do, checked
+/// against every invariant of an account, without changing anything. `Ok(None)` when the
+/// record does not change this account (`CreateAccount`, `External`).
+pub fn account_change(
+    account: &Account,
+    side: Side,
+    seq: u64,
+    record: &Record,
+) -> Result<Option<AccountChange>, ApplyError> {
     let scale = account.currency.scale;
     let overflow = || ApplyError::Overflow { seq, account: account.id.clone() };
+    let mut change = AccountChange {
+        debits_posted: account.debits_posted,
+        credits_posted: account.credits_posted,
+        pending_debits: account.pending_debits,
+        pending_credits: account.pending_credits,
+        frozen: account.frozen,
+    };
     match record {
-        Record::CreateAccount { .. } | Record::External { .. } => return Ok(()),
-        Record::SetFrozen { frozen, .. } => account.frozen = *frozen,
+        Record::CreateAccount { .. } | Record::External { .. } => return Ok(None),
+        Record::SetFrozen { frozen, .. } => change.frozen = *frozen,
         Record::CreateTransfer { amount, pending, currency, .. } => {
             if *currency != account.currency {
                 return Err(ApplyError::CurrencyMismatch {
@@ -68,38 +107,54 @@ pub fn apply_to_account(account: &mut Account, side: Side, seq: u64, record: &Re
                 });
             }
             let total = match (side, pending) {
-                (Side::Debit, false) => &mut account.debits_posted,
-                (Side::Debit, true) => &mut account.pending_debits,
-                (Side::Credit, false) => &mut account.credits_posted,
-                (Side::Credit, true) => &mut account.pending_credits,
+                (Side::Debit, false) => &mut change.debits_posted,
+                (Side::Debit, true) => &mut change.pending_debits,
+                (Side::Credit, false) => &mut change.credits_posted,
+                (Side::Credit, true) => &mut change.pending_credits,
             };
             *total = add_total(*total, *amount, scale).ok_or_else(overflow)?;
         }
         Record::PostPending { pending_amount, posted_amount, .. } => {
             let (pending_total, posted_total) = match side {
-                Side::Debit => (&mut account.pending_debits, &mut account.debits_posted),
-                Side::Credit => (&mut account.pending_credits, &mut account.credits_posted),
+                Side::Debit => (&mut change.pending_debits, &mut change.debits_posted),
+                Side::Credit => (&mut change.pending_credits, &mut change.credits_posted),
             };
             *pending_total = sub_total(*pending_total, *pending_amount, scale).ok_or_else(overflow)?;
             *posted_total = add_total(*posted_total, *posted_amount, scale).ok_or_else(overflow)?;
         }
         Record::VoidPending { pending_amount, .. } | Record::ExpirePending { pending_amount, .. } => {
             let pending_total = match side {
-                Side::Debit => &mut account.pending_debits,
-                Side::Credit => &mut account.pending_credits,
+                Side::Debit => &mut change.pending_debits,
+                Side::Credit => &mut change.pending_credits,
             };
             *pending_total = sub_total(*pending_total, *pending_amount, scale).ok_or_else(overflow)?;
         }
     }
-    if account.pending_debits.is_sign_negative() && !account.pending_debits.is_zero()
-        || account.pending_credits.is_sign_negative() && !account.pending_credits.is_zero()
-    {
+    if is_negative(change.pending_debits) || is_negative(change.pending_credits) {
         return Err(ApplyError::Overflow { seq, account: account.id.clone() });
     }
-    if side == Side::Debit && !account.within_overdraft(Decimal::ZERO) {
-        return Err(ApplyError::Overdrawn { seq, account: account.id.clone() });
+    if side == Side::Debit {
+        let available = change.credits_posted - change.debits_posted - change.pending_debits;
+        if let Overdraft::Limited(limit) = account.overdraft
+            && available < -limit
+        {
+            return Err(ApplyError::Overdrawn { seq, account: account.id.clone() });
+        }
     }
-    account.touch(seq);
+    Ok(Some(change))
+}
+
+fn is_negative(value: Decimal) -> bool {
+    value.is_sign_negative() && !value.is_zero()
+}
+
+/// Applies the part of `record` that concerns `account`, which is on `side` of it: checks it
+/// with [`account_change`], then writes it. On an error the account is unchanged.
+/// `CreateAccount` is not handled here (see [`account_from_record`]).
+pub fn apply_to_account(account: &mut Account, side: Side, seq: u64, record: &Record) -> Result<(), ApplyError> {
+    if let Some(change) = account_change(account, side, seq, record)? {
+        change.commit(account, seq);
+    }
     Ok(())
 }
 
@@ -113,73 +168,95 @@ pub fn account_from_record(seq: u64, record: &Record) -> Option<Account> {
     }
 }
 
-/// Applies the part of `record` that concerns the transfer it creates or changes.
-pub fn apply_to_transfers(transfers: &mut HashMap<Id, Transfer>, seq: u64, record: &Record) -> Result<(), ApplyError> {
+/// Checks that the part of `record` that concerns its transfer applies to `transfers`: a
+/// creation names a new id, a post, void or expiry names a pending transfer.
+pub fn check_transfer_change(transfers: &IdMap<Arc<Transfer>>, seq: u64, record: &Record) -> Result<(), ApplyError> {
     match record {
-        Record::CreateTransfer {
-            id,
-            debit_account,
-            credit_account,
-            amount,
-            currency,
-            pending,
-            timeout_seconds,
-            description,
-            metadata,
-            created_at_ms,
-        } => {
+        Record::CreateTransfer { id, .. } => {
             if transfers.contains_key(id) {
                 return Err(ApplyError::DuplicateTransfer { seq, transfer: id.clone() });
             }
-            let transfer = Transfer {
-                id: id.clone(),
-                debit_account: debit_account.clone(),
-                credit_account: credit_account.clone(),
-                amount: *amount,
-                currency: currency.clone(),
-                pending: *pending,
-                timeout_seconds: *timeout_seconds,
-                description: description.clone(),
-                metadata: metadata.clone(),
-                created_at_ms: *created_at_ms,
-                seq,
-                status: if *pending { TransferStatus::Pending } else { TransferStatus::Posted },
-                posted_amount: if *pending { currency.zero() } else { *amount },
-                last_seq: seq,
-            };
-            transfers.insert(id.clone(), transfer);
         }
-        Record::PostPending { transfer, posted_amount, .. } => {
-            let stored = pending_transfer(transfers, seq, transfer)?;
-            stored.status = TransferStatus::Posted;
-            stored.posted_amount = *posted_amount;
-            stored.last_seq = seq;
-        }
-        Record::VoidPending { transfer, .. } => {
-            let stored = pending_transfer(transfers, seq, transfer)?;
-            stored.status = TransferStatus::Voided;
-            stored.last_seq = seq;
-        }
-        Record::ExpirePending { transfer, .. } => {
-            let stored = pending_transfer(transfers, seq, transfer)?;
-            stored.status = TransferStatus::Expired;
-            stored.last_seq = seq;
-        }
+        Record::PostPending { transfer, .. }
+        | Record::VoidPending { transfer, .. }
+        | Record::ExpirePending { transfer, .. } => match transfers.get(transfer) {
+            None => return Err(ApplyError::MissingTransfer { seq, transfer: transfer.clone() }),
+            Some(stored) if stored.status != TransferStatus::Pending => {
+                return Err(ApplyError::NotPending { seq, transfer: transfer.clone() });
+            }
+            Some(_) => {}
+        },
         Record::CreateAccount { .. } | Record::SetFrozen { .. } | Record::External { .. } => {}
     }
     Ok(())
 }
 
-fn pending_transfer<'a>(
-    transfers: &'a mut HashMap<Id, Transfer>,
-    seq: u64,
-    id: &Id,
-) -> Result<&'a mut Transfer, ApplyError> {
-    let stored = transfers.get_mut(id).ok_or_else(|| ApplyError::MissingTransfer { seq, transfer: id.clone() })?;
-    if stored.status != TransferStatus::Pending {
-        return Err(ApplyError::NotPending { seq, transfer: id.clone() });
+/// The transfer a `CreateTransfer` record at `seq` creates.
+pub fn transfer_from_record(seq: u64, record: &Record) -> Option<Transfer> {
+    let Record::CreateTransfer {
+        id,
+        debit_account,
+        credit_account,
+        amount,
+        currency,
+        pending,
+        timeout_seconds,
+        description,
+        metadata,
+        created_at_ms,
+    } = record
+    else {
+        return None;
+    };
+    Some(Transfer {
+        id: id.clone(),
+        debit_account: debit_account.clone(),
+        credit_account: credit_account.clone(),
+        amount: *amount,
+        currency: currency.clone(),
+        pending: *pending,
+        timeout_seconds: *timeout_seconds,
+        description: description.clone(),
+        metadata: metadata.clone(),
+        created_at_ms: *created_at_ms,
+        seq,
+        status: if *pending { TransferStatus::Pending } else { TransferStatus::Posted },
+        posted_amount: if *pending { currency.zero() } else { *amount },
+        last_seq: seq,
+    })
+}
+
+/// Applies the part of `record` that concerns the transfer it creates or changes: checks it
+/// with [`check_transfer_change`], then writes it. On an error `transfers` is unchanged.
+pub fn apply_to_transfers(transfers: &mut IdMap<Arc<Transfer>>, seq: u64, record: &Record) -> Result<(), ApplyError> {
+    check_transfer_change(transfers, seq, record)?;
+    if let Some(transfer) = transfer_from_record(seq, record) {
+        transfers.insert(transfer.id.clone(), Arc::new(transfer));
+    } else {
+        change_stored_transfer(transfers, seq, record);
     }
-    Ok(stored)
+    Ok(())
+}
+
+/// The post, void or expiry of a stored pending transfer (checked by the caller).
+fn change_stored_transfer(transfers: &mut IdMap<Arc<Transfer>>, seq: u64, record: &Record) {
+    let (id, status, posted_amount) = match record {
+        Record::PostPending { transfer, posted_amount, .. } => (transfer, TransferStatus::Posted, Some(*posted_amount)),
+        Record::VoidPending { transfer, .. } => (transfer, TransferStatus::Voided, None),
+        Record::ExpirePending { transfer, .. } => (transfer, TransferStatus::Expired, None),
+        Record::CreateAccount { .. }
+        | Record::SetFrozen { .. }
+        | Record::External { .. }
+        | Record::CreateTransfer { .. } => {
+            return;
+        }
+    };
+    let stored = Arc::make_mut(transfers.get_mut(id).expect("checked: the transfer exists and is pending"));
+    stored.status = status;
+    if let Some(posted_amount) = posted_amount {
+        stored.posted_amount = posted_amount;
+    }
+    stored.last_seq = seq;
 }
 
 /// A broken invariant of the contract (API.md §7).
@@ -193,13 +270,21 @@ pub enum InvariantViolation {
     PendingMismatch { account: Id, which: &'static str, stored: Decimal, expected: Decimal },
     #[error("transfer {transfer} names a missing account {account}")]
     DanglingTransfer { transfer: Id, account: Id },
+    #[error("transfer {transfer} is not in the currency of its accounts")]
+    CurrencyMismatch { transfer: Id },
+    #[error("transfer {transfer} moves money from an account to itself")]
+    SameAccount { transfer: Id },
+}
+
+fn missing_account(seq: u64, account: &Id) -> ApplyError {
+    ApplyError::MissingAccount { seq, account: account.clone() }
 }
 
 /// What a transfer request comes to against the current state.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TransferDecision {
     /// The same transfer exists: answer with it.
-    Replay(Box<Transfer>),
+    Replay(Arc<Transfer>),
     /// A new transfer: this record creates it.
     New(Record),
 }
@@ -207,8 +292,10 @@ pub enum TransferDecision {
 /// The whole ledger: what replaying the log from empty gives.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Ledger {
-    pub accounts: HashMap<Id, Account>,
-    pub transfers: HashMap<Id, Transfer>,
+    pub accounts: IdMap<Account>,
+    /// Shared, so that an answer can hand a transfer out without copying it; changed with
+    /// `Arc::make_mut`.
+    pub transfers: IdMap<Arc<Transfer>>,
     /// Webhook and deposit bookkeeping, by (kind, key): the latest payload.
     pub external: BTreeMap<(String, String), Vec<u8>>,
     /// Sequence of the last applied record (0 = empty).
@@ -216,7 +303,8 @@ pub struct Ledger {
 }
 
 impl Ledger {
-    /// Applies one record at `seq`, which must follow the last applied one.
+    /// Applies one record at `seq`, which must follow the last applied one. A refused record
+    /// leaves the ledger unchanged.
     pub fn apply(&mut self, seq: u64, record: &Record) -> Result<(), ApplyError> {
         if seq != self.last_seq + 1 {
             return Err(ApplyError::OutOfOrder { seq, last: self.last_seq });
@@ -230,7 +318,7 @@ impl Ledger {
                 self.accounts.insert(id.clone(), account);
             }
             Record::SetFrozen { account, .. } => {
-                let stored = self.account_mut(seq, account)?;
+                let stored = self.accounts.get_mut(account).ok_or_else(|| missing_account(seq, account))?;
                 apply_to_account(stored, Side::Debit, seq, record)?;
             }
             Record::External { kind, key, payload } => {
@@ -240,23 +328,39 @@ impl Ledger {
             | Record::PostPending { debit_account, credit_account, .. }
             | Record::VoidPending { debit_account, credit_account, .. }
             | Record::ExpirePending { debit_account, credit_account, .. } => {
+                if debit_account == credit_account {
+                    return Err(ApplyError::SameAccount { seq, account: debit_account.clone() });
+                }
                 // Check everything that can fail before changing anything, so that a refused
                 // record leaves the state untouched.
-                let mut debit = self.account_mut(seq, debit_account)?.clone();
-                let mut credit = self.account_mut(seq, credit_account)?.clone();
-                apply_to_account(&mut debit, Side::Debit, seq, record)?;
-                apply_to_account(&mut credit, Side::Credit, seq, record)?;
-                apply_to_transfers(&mut self.transfers, seq, record)?;
-                self.accounts.insert(debit.id.clone(), debit);
-                self.accounts.insert(credit.id.clone(), credit);
+                let [debit, credit] = self.accounts.get_disjoint_mut([debit_account, credit_account]);
+                let debit = debit.ok_or_else(|| missing_account(seq, debit_account))?;
+                let credit = credit.ok_or_else(|| missing_account(seq, credit_account))?;
+                let debit_change = account_change(debit, Side::Debit, seq, record)?;
+                let credit_change = account_change(credit, Side::Credit, seq, record)?;
+                check_transfer_change(&self.transfers, seq, record)?;
+                if let Some(change) = debit_change {
+                    change.commit(debit, seq);
+                }
+                if let Some(change) = credit_change {
+                    change.commit(credit, seq);
+                }
+                match transfer_from_record(seq, record) {
+                    Some(mut transfer) => {
+                        // Share the accounts' allocations instead of keeping the record's.
+                        transfer.debit_account = debit.id.clone();
+                        transfer.credit_account = credit.id.clone();
+                        transfer.currency = debit.currency.clone();
+                        debit.record_transfer(seq, transfer.id.clone());
+                        credit.record_transfer(seq, transfer.id.clone());
+                        self.transfers.insert(transfer.id.clone(), Arc::new(transfer));
+                    }
+                    None => change_stored_transfer(&mut self.transfers, seq, record),
+                }
             }
         }
         self.last_seq = seq;
         Ok(())
-    }
-
-    fn account_mut(&mut self, seq: u64, id: &Id) -> Result<&mut Account, ApplyError> {
-        self.accounts.get_mut(id).ok_or_else(|| ApplyError::MissingAccount { seq, account: id.clone() })
     }
 
     /// The reference decision on a transfer request at `now_ms`, using the same rules as the
@@ -264,7 +368,7 @@ impl Ledger {
     pub fn create_transfer(&self, request: &TransferRequest, now_ms: i64) -> Result<TransferDecision, Rejection> {
         if let Some(stored) = self.transfers.get(&request.id) {
             return if stored.matches(request) {
-                Ok(TransferDecision::Replay(Box::new(stored.clone())))
+                Ok(TransferDecision::Replay(stored.clone()))
             } else {
                 Err(Rejection::ExistsWithDifferentFields)
             };
@@ -316,17 +420,25 @@ impl Ledger {
 
     /// Expiry records for every hold whose deadline is at or before `now_ms`, in id order.
     pub fn expire(&self, now_ms: i64) -> Vec<Record> {
-        let mut due: Vec<&Transfer> =
-            self.transfers.values().filter(|transfer| rules::is_expired(transfer, now_ms)).collect();
+        let mut due: Vec<&Transfer> = self
+            .transfers
+            .values()
+            .map(|transfer| &**transfer)
+            .filter(|transfer| rules::is_expired(transfer, now_ms))
+            .collect();
         due.sort_by(|a, b| a.id.cmp(&b.id));
         due.into_iter().map(expiry_record).collect()
     }
 
-    /// Checks every invariant of the contract; the first broken one is returned.
+    /// Checks every invariant of the contract; the first broken one is returned: per
+    /// currency the balances sum to zero, no account is below its overdraft limit, pending
+    /// totals equal the sums of the open holds, and holds name existing accounts. (Every
+    /// transfer naming existing accounts is kept by `apply`, and checked for a snapshot by
+    /// [`Ledger::rebuild_histories`].)
     pub fn check_invariants(&self) -> Result<(), InvariantViolation> {
         let mut sums: BTreeMap<&str, Decimal> = BTreeMap::new();
-        let mut held: HashMap<&Id, (Decimal, Decimal)> = HashMap::new();
-        for transfer in self.transfers.values() {
+        let mut held: HashMap<&Id, (Decimal, Decimal), ahash::RandomState> = HashMap::default();
+        for transfer in self.transfers.values().filter(|transfer| transfer.status == TransferStatus::Pending) {
             for account in [&transfer.debit_account, &transfer.credit_account] {
                 if !self.accounts.contains_key(account) {
                     return Err(InvariantViolation::DanglingTransfer {
@@ -335,10 +447,8 @@ impl Ledger {
                     });
                 }
             }
-            if transfer.status == TransferStatus::Pending {
-                held.entry(&transfer.debit_account).or_default().0 += transfer.amount;
-                held.entry(&transfer.credit_account).or_default().1 += transfer.amount;
-            }
+            held.entry(&transfer.debit_account).or_default().0 += transfer.amount;
+            held.entry(&transfer.credit_account).or_default().1 += transfer.amount;
         }
         for account in self.accounts.values() {
             *sums.entry(&account.currency.code).or_default() += account.balance();
@@ -370,6 +480,40 @@ impl Ledger {
             if !sum.is_zero() {
                 return Err(InvariantViolation::Unbalanced { currency: currency.to_owned(), sum });
             }
+        }
+        Ok(())
+    }
+
+    /// Rebuilds every account's history from the transfers (after loading a snapshot, which
+    /// does not store it), sharing the accounts' ids and currency in the transfers. Fails on a
+    /// transfer that names a missing account or another currency.
+    pub fn rebuild_histories(&mut self) -> Result<(), InvariantViolation> {
+        for account in self.accounts.values_mut() {
+            account.history.clear();
+        }
+        for transfer in self.transfers.values_mut() {
+            if transfer.debit_account == transfer.credit_account {
+                return Err(InvariantViolation::SameAccount { transfer: transfer.id.clone() });
+            }
+            let [debit, credit] = self.accounts.get_disjoint_mut([&transfer.debit_account, &transfer.credit_account]);
+            let dangling = |account: &Id| InvariantViolation::DanglingTransfer {
+                transfer: transfer.id.clone(),
+                account: account.clone(),
+            };
+            let debit = debit.ok_or_else(|| dangling(&transfer.debit_account))?;
+            let credit = credit.ok_or_else(|| dangling(&transfer.credit_account))?;
+            if debit.currency != transfer.currency || credit.currency != transfer.currency {
+                return Err(InvariantViolation::CurrencyMismatch { transfer: transfer.id.clone() });
+            }
+            debit.history.push((transfer.seq, transfer.id.clone()));
+            credit.history.push((transfer.seq, transfer.id.clone()));
+            let shared = Arc::make_mut(transfer);
+            shared.debit_account = debit.id.clone();
+            shared.credit_account = credit.id.clone();
+            shared.currency = debit.currency.clone();
+        }
+        for account in self.accounts.values_mut() {
+            account.history.sort_unstable_by_key(|(seq, _)| *seq);
         }
         Ok(())
     }

@@ -18,7 +18,7 @@ pub mod transfer;
 
 pub use account::{Account, Metadata, Overdraft};
 pub use amount::{Amount, AmountError, Currency, CurrencyTable};
-pub use id::{Id, IdError};
+pub use id::{Id, IdError, IdMap, IdSet};
 pub use ledger::{ApplyError, InvariantViolation, Ledger, Side, TransferDecision};
 pub use record::{DecodeError, Group, Record};
 pub use rejection::Rejection;

@@ -22,14 +22,15 @@
 //! sequence agree with the body, and finally [`Ledger::check_invariants`]. Any flipped byte or
 //! truncation is an error naming the file, never a partial ledger.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use engine::account::Account;
-use engine::id::Id;
+use engine::id::IdMap;
 use engine::ledger::{InvariantViolation, Ledger};
 use engine::transfer::Transfer;
 use serde::{Deserialize, Serialize, Serializer};
@@ -190,7 +191,7 @@ impl Header {
 }
 
 /// Serializes a map's values as a sequence, without collecting them.
-struct Values<'a, V>(&'a HashMap<Id, V>);
+struct Values<'a, V>(&'a IdMap<V>);
 
 impl<V: Serialize> Serialize for Values<'_, V> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
@@ -203,7 +204,7 @@ impl<V: Serialize> Serialize for Values<'_, V> {
 struct BodyRef<'a> {
     last_seq: u64,
     accounts: Values<'a, Account>,
-    transfers: Values<'a, Transfer>,
+    transfers: Values<'a, Arc<Transfer>>,
     external: &'a BTreeMap<(String, String), Vec<u8>>,
 }
 
@@ -329,10 +330,11 @@ fn decode_snapshot(path: &Path, bytes: &[u8]) -> Result<(SnapshotInfo, Ledger), 
     }
     ledger.transfers.reserve(decoded.transfers.len());
     for transfer in decoded.transfers {
-        if let Some(duplicate) = ledger.transfers.insert(transfer.id.clone(), transfer) {
+        if let Some(duplicate) = ledger.transfers.insert(transfer.id.clone(), Arc::new(transfer)) {
             return Err(corrupt(path, format!("transfer {} appears twice", duplicate.id)));
         }
     }
+    ledger.rebuild_histories().map_err(|violation| SnapshotError::Invariant { path: path.to_owned(), violation })?;
     ledger.check_invariants().map_err(|violation| SnapshotError::Invariant { path: path.to_owned(), violation })?;
     let info = header.info(path, count(bytes.len()));
     Ok((info, ledger))

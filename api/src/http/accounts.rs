@@ -340,8 +340,10 @@ pub async fn account_transfers(
         }
     }
     let (transfers, next) = state.ledger()?.account_transfers(&id, limit, before).await?;
-    let page =
-        TransferPage { transfers: transfers.iter().map(TransferBody::new).collect(), next: next.map(encode_cursor) };
+    let page = TransferPage {
+        transfers: transfers.iter().map(|transfer| TransferBody::new(transfer)).collect(),
+        next: next.map(encode_cursor),
+    };
     Ok(json_response(StatusCode::OK, &page))
 }
 

@@ -6,6 +6,10 @@
 //! (durable) transfer: `ack ID CENTS`, flushed at once. The test kills it with SIGKILL at a
 //! random moment and checks that every printed acknowledgement survived.
 
+/// The same allocator as the `ledgerd` binary, so that the figures are the server's.
+#[global_allocator]
+static GLOBAL_ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 

@@ -7,6 +7,10 @@
 //! single transfers for B = 1, non-atomic batches otherwise) for S seconds. Every counted
 //! transfer was acknowledged, i.e. durable. Prints throughput and the latency of each call.
 
+/// The same allocator as the `ledgerd` binary, so that the figures are the server's.
+#[global_allocator]
+static GLOBAL_ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
