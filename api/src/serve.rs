@@ -230,7 +230,12 @@ impl Engine {
     }
 
     /// Starts the webhook service over the recovered bookkeeping (once; later calls see none).
-    pub fn start_webhooks(&mut self, config: &Config, providers: Providers, clock: Clock) -> Result<Arc<Webhooks>, ServeError> {
+    pub fn start_webhooks(
+        &mut self,
+        config: &Config,
+        providers: Providers,
+        clock: Clock,
+    ) -> Result<Arc<Webhooks>, ServeError> {
         let external = std::mem::take(&mut self.external);
         let settings = WebhookSettings {
             providers,

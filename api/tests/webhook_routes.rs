@@ -44,7 +44,8 @@ async fn harness(api_base_url: &str) -> Harness {
         fetch_timeout_ms: 1000,
         fetch_retries: 1,
     };
-    config.webhooks.providers = vec![provider("processor", ProviderScheme::Standard), provider("ccpayment", ProviderScheme::Ccpayment)];
+    config.webhooks.providers =
+        vec![provider("processor", ProviderScheme::Standard), provider("ccpayment", ProviderScheme::Ccpayment)];
     config.validate().unwrap();
     let clock_ms = Arc::new(AtomicI64::new(START_SECONDS * 1000));
     let clock = clock_ms.clone();
@@ -66,7 +67,8 @@ impl Harness {
         let response = self.app().router.clone().oneshot(request).await.unwrap();
         let status = response.status();
         let bytes = response.into_body().collect().await.unwrap().to_bytes();
-        let body = serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
+        let body =
+            serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
         (status, body)
     }
 
@@ -161,7 +163,10 @@ async fn a_credit_whose_fact_was_lost_is_never_made_twice() {
     };
     harness.app().ledger().create_transfer(transfer).await.unwrap();
     let (status, body) = harness.standard(&deposit_completed("d-2", "alice", "2.00"), now).await;
-    assert_eq!((status, &body["result"], &body["transfer_id"]), (StatusCode::OK, &json!("duplicate"), &json!("dep:processor:d-2")));
+    assert_eq!(
+        (status, &body["result"], &body["transfer_id"]),
+        (StatusCode::OK, &json!("duplicate"), &json!("dep:processor:d-2"))
+    );
     assert_eq!(harness.balance("alice").await, "8.00");
     assert_eq!(harness.balance("settlement:processor:USD").await, "-8.00");
     harness.shutdown().await;

@@ -72,7 +72,10 @@ impl Ledger {
     }
 
     async fn account(&self, id: &str, currency: &str) {
-        self.http.post("/v1/accounts", json!({"id": id, "currency": currency})).await.assert_status(StatusCode::CREATED);
+        self.http
+            .post("/v1/accounts", json!({"id": id, "currency": currency}))
+            .await
+            .assert_status(StatusCode::CREATED);
     }
 }
 
@@ -120,16 +123,22 @@ async fn standard_deposits_are_credited_exactly_once() {
 
     // The same deposit id saying something else: refused, nothing moves.
     let conflicting = deposit_completed("d-2", "alice", "9.00", "USD");
-    http.standard("processor", "msg_3", &conflicting).await.assert_error(StatusCode::CONFLICT, "exists_with_different_fields");
+    http.standard("processor", "msg_3", &conflicting)
+        .await
+        .assert_error(StatusCode::CONFLICT, "exists_with_different_fields");
     // An account that does not exist: 422, nothing moves (the provider retries).
     let nobody = deposit_completed("d-3", "nobody", "1.00", "USD");
-    http.standard("processor", "msg_4", &nobody).await.assert_error(StatusCode::UNPROCESSABLE_ENTITY, "account_not_found");
+    http.standard("processor", "msg_4", &nobody)
+        .await
+        .assert_error(StatusCode::UNPROCESSABLE_ENTITY, "account_not_found");
     assert_eq!(http.get("/v1/transfers/dep:processor:d-3").await.status, StatusCode::NOT_FOUND);
     // Amounts follow the currency: more decimals than USD has is refused.
     let precise = deposit_completed("d-4", "alice", "1.001", "USD");
     http.standard("processor", "msg_5", &precise).await.assert_error(StatusCode::BAD_REQUEST, "invalid_amount");
     let unknown = deposit_completed("d-5", "alice", "1", "XXX");
-    http.standard("processor", "msg_6", &unknown).await.assert_error(StatusCode::UNPROCESSABLE_ENTITY, "unknown_currency");
+    http.standard("processor", "msg_6", &unknown)
+        .await
+        .assert_error(StatusCode::UNPROCESSABLE_ENTITY, "unknown_currency");
     // Another event type is acknowledged and ignored.
     let other = json!({"type": "invoice.paid", "data": {}});
     assert_eq!(http.standard("processor", "msg_7", &other).await.assert_status(StatusCode::OK)["result"], "ignored");
@@ -180,13 +189,18 @@ async fn signatures_are_checked_first_and_stale_deliveries_can_come_back() {
     send(forged, garbage).await.assert_error(StatusCode::UNAUTHORIZED, "invalid_signature");
     // Genuine but outside the 300 s window, either way.
     for timestamp in [now - 400, now + 400] {
-        http.standard_at("processor", "m", &event, timestamp).await.assert_error(StatusCode::UNAUTHORIZED, "stale_webhook");
+        http.standard_at("processor", "m", &event, timestamp)
+            .await
+            .assert_error(StatusCode::UNAUTHORIZED, "stale_webhook");
     }
     assert_eq!(http.balance("alice").await, "0.00");
     // The stale delivery, sent again in time, is acted on.
     assert_eq!(http.standard("processor", "m", &event).await.assert_status(StatusCode::OK)["result"], "credited");
     // CCPayment deliveries are refused the same way.
-    let cc = notification("DirectDeposit", json!({"recordId": "r-1", "referenceId": "alice", "coinSymbol": "USDT", "status": "Success"}));
+    let cc = notification(
+        "DirectDeposit",
+        json!({"recordId": "r-1", "referenceId": "alice", "coinSymbol": "USDT", "status": "Success"}),
+    );
     let cc_body = cc.to_string().into_bytes();
     let wrong = ccpayment_headers(CC_APP_ID, "not_the_secret", now, &cc_body);
     http.send(hyper::Method::POST, "/v1/webhooks/ccpayment", &wrong, cc_body.clone())
@@ -219,10 +233,16 @@ async fn deposit_statuses_only_move_forward() {
     ledger.account("alice", "USD").await;
 
     // Failed first, completed later (out of order): nothing is credited.
-    assert_eq!(http.standard("processor", "a", &deposit_failed("d-1")).await.assert_status(StatusCode::OK)["result"], "failed");
+    assert_eq!(
+        http.standard("processor", "a", &deposit_failed("d-1")).await.assert_status(StatusCode::OK)["result"],
+        "failed"
+    );
     let late = http.standard("processor", "b", &deposit_completed("d-1", "alice", "3.00", "USD")).await;
     assert_eq!(late.assert_status(StatusCode::OK)["result"], "success_after_failure");
-    assert_eq!(http.standard("processor", "c", &deposit_failed("d-1")).await.assert_status(StatusCode::OK)["result"], "duplicate");
+    assert_eq!(
+        http.standard("processor", "c", &deposit_failed("d-1")).await.assert_status(StatusCode::OK)["result"],
+        "duplicate"
+    );
     assert_eq!(http.balance("alice").await, "0.00");
     assert_eq!(http.get("/v1/transfers/dep:processor:d-1").await.status, StatusCode::NOT_FOUND);
 
@@ -245,27 +265,45 @@ async fn withdrawals_hold_then_post_or_void_exactly_once() {
     let ledger = Ledger::start(&stand_in, "");
     let http = &ledger.http;
     ledger.account("alice", "USD").await;
-    http.standard("processor", "fund", &deposit_completed("d-1", "alice", "10.00", "USD")).await.assert_status(StatusCode::OK);
+    http.standard("processor", "fund", &deposit_completed("d-1", "alice", "10.00", "USD"))
+        .await
+        .assert_status(StatusCode::OK);
 
     let request = json!({"id": "w-1", "account": "alice", "amount": "3", "provider": "processor"});
     let created = http.post("/v1/withdrawals", request.clone()).await.assert_status(StatusCode::CREATED);
-    assert_eq!((&created["status"], &created["amount"], &created["currency"]), (&json!("pending"), &json!("3.00"), &json!("USD")));
-    assert_eq!((&created["transfer"]["id"], &created["transfer"]["status"]), (&json!("wd:processor:w-1"), &json!("pending")));
+    assert_eq!(
+        (&created["status"], &created["amount"], &created["currency"]),
+        (&json!("pending"), &json!("3.00"), &json!("USD"))
+    );
+    assert_eq!(
+        (&created["transfer"]["id"], &created["transfer"]["status"]),
+        (&json!("wd:processor:w-1"), &json!("pending"))
+    );
     assert_eq!(created["transfer"]["credit_account"], SETTLEMENT_USD);
     let alice = http.get("/v1/accounts/alice").await.assert_status(StatusCode::OK);
     assert_eq!((&alice["balance"], &alice["available"]), (&json!("10.00"), &json!("7.00")));
     // Idempotent by id, like transfers.
-    let replay = http.post("/v1/withdrawals", json!({"id": "w-1", "account": "alice", "amount": "3.00", "provider": "processor"})).await;
+    let replay = http
+        .post("/v1/withdrawals", json!({"id": "w-1", "account": "alice", "amount": "3.00", "provider": "processor"}))
+        .await;
     assert_eq!(replay.status, StatusCode::OK);
     assert_eq!(replay.headers["idempotent-replayed"], "true");
     let other = json!({"id": "w-1", "account": "alice", "amount": "4", "provider": "processor"});
     http.post("/v1/withdrawals", other).await.assert_error(StatusCode::CONFLICT, "exists_with_different_fields");
     // Bad requests.
     let bad = |id: &str, account: &str, amount: &str, provider: &str| json!({"id": id, "account": account, "amount": amount, "provider": provider});
-    http.post("/v1/withdrawals", bad("w-9", "alice", "1", "nobody")).await.assert_error(StatusCode::UNPROCESSABLE_ENTITY, "provider_not_found");
-    http.post("/v1/withdrawals", bad("w-9", "nobody", "1", "processor")).await.assert_error(StatusCode::UNPROCESSABLE_ENTITY, "account_not_found");
-    http.post("/v1/withdrawals", bad("w-9", "alice", "1.001", "processor")).await.assert_error(StatusCode::BAD_REQUEST, "invalid_amount");
-    http.post("/v1/withdrawals", bad("w-9", "alice", "100", "processor")).await.assert_error(StatusCode::UNPROCESSABLE_ENTITY, "insufficient_funds");
+    http.post("/v1/withdrawals", bad("w-9", "alice", "1", "nobody"))
+        .await
+        .assert_error(StatusCode::UNPROCESSABLE_ENTITY, "provider_not_found");
+    http.post("/v1/withdrawals", bad("w-9", "nobody", "1", "processor"))
+        .await
+        .assert_error(StatusCode::UNPROCESSABLE_ENTITY, "account_not_found");
+    http.post("/v1/withdrawals", bad("w-9", "alice", "1.001", "processor"))
+        .await
+        .assert_error(StatusCode::BAD_REQUEST, "invalid_amount");
+    http.post("/v1/withdrawals", bad("w-9", "alice", "100", "processor"))
+        .await
+        .assert_error(StatusCode::UNPROCESSABLE_ENTITY, "insufficient_funds");
     let reply = http.post("/v1/withdrawals", json!({"id": "w-9", "account": "alice", "amount": "1"})).await;
     assert_eq!((reply.status, reply.json()["error"]["field"].as_str()), (StatusCode::BAD_REQUEST, Some("provider")));
     http.get("/v1/withdrawals/w-9").await.assert_error(StatusCode::NOT_FOUND, "withdrawal_not_found");
@@ -332,7 +370,8 @@ async fn ccpayment_deposits_credit_what_the_record_says() {
 
     // UserDeposit: an amount in the notification is not believed.
     stand_in.put(USER_DEPOSIT, deposit_record("r-2", "userId", "u-7", "USDT", "1.25", "Success"));
-    let claim = json!({"recordId": "r-2", "userId": "u-7", "coinSymbol": "USDT", "status": "Success", "amount": "1000"});
+    let claim =
+        json!({"recordId": "r-2", "userId": "u-7", "coinSymbol": "USDT", "status": "Success", "amount": "1000"});
     http.ccpayment(&notification("UserDeposit", claim)).await.assert_ccpayment_success();
     assert_eq!(http.balance("u-7:USDT").await, "1.250000");
 
@@ -369,7 +408,9 @@ async fn ccpayment_deposits_credit_what_the_record_says() {
     // What is not credited, each with a clear answer (the provider retries) and a count.
     stand_in.put(APP_DEPOSIT, deposit_record("r-5", "orderId", "o-404", "USDT", "1", "Success"));
     let unknown_order = json!({"recordId": "r-5", "orderId": "o-404", "coinSymbol": "USDT", "status": "Success"});
-    http.ccpayment(&notification("ApiDeposit", unknown_order)).await.assert_error(StatusCode::UNPROCESSABLE_ENTITY, "deposit_not_found");
+    http.ccpayment(&notification("ApiDeposit", unknown_order))
+        .await
+        .assert_error(StatusCode::UNPROCESSABLE_ENTITY, "deposit_not_found");
     let refused = [
         ("r-6", "user_42", "DOGE", "1", "unknown_currency"),
         ("r-7", "user_42", "USDT", "0.1234567", "invalid_amount"),
@@ -415,7 +456,10 @@ async fn an_unreachable_provider_gets_503_and_nothing_is_credited() {
     let http = &ledger.http;
     ledger.account("user_42:USDT", "USDT").await;
     stand_in.put(APP_DEPOSIT, deposit_record("r-1", "referenceId", "user_42", "USDT", "3", "Success"));
-    let delivery = notification("DirectDeposit", json!({"recordId": "r-1", "referenceId": "user_42", "coinSymbol": "USDT", "status": "Success"}));
+    let delivery = notification(
+        "DirectDeposit",
+        json!({"recordId": "r-1", "referenceId": "user_42", "coinSymbol": "USDT", "status": "Success"}),
+    );
 
     stand_in.set_mode(Mode::Down);
     let reply = http.ccpayment(&delivery).await;
@@ -443,6 +487,7 @@ async fn an_unreachable_provider_gets_503_and_nothing_is_credited() {
         )
     };
     assert_eq!((attempts("unreachable"), attempts("ok")), (Some(3.0), Some(1.0)), "{metrics}");
+    common::check_with_promtool(&metrics);
 
     // A ledger whose look-ups the provider does not accept (a stale app secret): 503 too.
     let dir = tempfile::tempdir().unwrap();
@@ -451,7 +496,10 @@ async fn an_unreachable_provider_gets_503_and_nothing_is_credited() {
     command.env(CC_SECRET_VARIABLE, "rotated_secret");
     let server = start(command).unwrap_or_else(|failure| panic!("{}", failure.stderr));
     let other = Http::new(server.address);
-    other.post("/v1/accounts", json!({"id": "user_42:USDT", "currency": "USDT"})).await.assert_status(StatusCode::CREATED);
+    other
+        .post("/v1/accounts", json!({"id": "user_42:USDT", "currency": "USDT"}))
+        .await
+        .assert_status(StatusCode::CREATED);
     let body = delivery.to_string().into_bytes();
     let headers = ccpayment_headers(CC_APP_ID, "rotated_secret", unix_seconds(), &body);
     let reply = other.send(hyper::Method::POST, "/v1/webhooks/ccpayment", &headers, body).await;
@@ -470,19 +518,26 @@ async fn ccpayment_withdrawals_follow_the_record() {
     let fund = json!({"recordId": "r-1", "referenceId": "bob", "coinSymbol": "USDT", "status": "Success"});
     http.ccpayment(&notification("DirectDeposit", fund)).await.assert_ccpayment_success();
 
-    let withdraw = |id: &str, amount: &str| json!({"id": id, "account": "bob:USDT", "amount": amount, "provider": "ccpayment"});
+    let withdraw =
+        |id: &str, amount: &str| json!({"id": id, "account": "bob:USDT", "amount": amount, "provider": "ccpayment"});
     let record = |record_id: &str, order: &str, amount: &str, status: &str| {
         json!({"recordId": record_id, "orderId": order, "coinId": 1280, "coinSymbol": "USDT", "chain": "TRX",
                "amount": amount, "fee": {"coinSymbol": "USDT", "amount": "0.1"}, "txId": "tx", "status": status})
     };
     let msg = |record_id: &str, order: &str, status: &str| {
-        notification("ApiWithdrawal", json!({"recordId": record_id, "orderId": order, "coinSymbol": "USDT", "status": status}))
+        notification(
+            "ApiWithdrawal",
+            json!({"recordId": record_id, "orderId": order, "coinSymbol": "USDT", "status": status}),
+        )
     };
     http.post("/v1/withdrawals", withdraw("w-1", "4")).await.assert_status(StatusCode::CREATED);
     stand_in.put(APP_WITHDRAW, record("r-10", "w-1", "4", "Processing"));
     http.ccpayment(&msg("r-10", "w-1", "Processing")).await.assert_ccpayment_success();
     let shown = http.get("/v1/withdrawals/w-1").await.assert_status(StatusCode::OK);
-    assert_eq!((&shown["status"], &shown["provider_status"], &shown["record_id"]), (&json!("pending"), &json!("Processing"), &json!("r-10")));
+    assert_eq!(
+        (&shown["status"], &shown["provider_status"], &shown["record_id"]),
+        (&json!("pending"), &json!("Processing"), &json!("r-10"))
+    );
     stand_in.put(APP_WITHDRAW, record("r-10", "w-1", "4", "Success"));
     http.ccpayment(&msg("r-10", "w-1", "Success")).await.assert_ccpayment_success();
     let looked_up = stand_in.requests();
@@ -501,14 +556,24 @@ async fn ccpayment_withdrawals_follow_the_record() {
     // A record that does not match the withdrawal moves nothing.
     http.post("/v1/withdrawals", withdraw("w-3", "1")).await.assert_status(StatusCode::CREATED);
     stand_in.put(APP_WITHDRAW, record("r-12", "w-3", "2", "Success"));
-    http.ccpayment(&msg("r-12", "w-3", "Success")).await.assert_error(StatusCode::UNPROCESSABLE_ENTITY, "record_mismatch");
+    http.ccpayment(&msg("r-12", "w-3", "Success"))
+        .await
+        .assert_error(StatusCode::UNPROCESSABLE_ENTITY, "record_mismatch");
     assert_eq!(http.get("/v1/withdrawals/w-3").await.json()["status"], "pending");
     let bob = http.get("/v1/accounts/bob:USDT").await.assert_status(StatusCode::OK);
     assert_eq!((&bob["balance"], &bob["available"]), (&json!("6.000000"), &json!("5.000000")));
 
     http.assert_totals_balance(&["bob:USDT", SETTLEMENT_USDT]).await;
     assert_eq!(stand_in.bad_signatures(), 0);
-    for (result, count) in [("recorded", 1), ("posted", 1), ("duplicate", 1), ("failed_after_success", 1), ("late_status", 1), ("voided", 1), ("record_mismatch", 1)] {
+    for (result, count) in [
+        ("recorded", 1),
+        ("posted", 1),
+        ("duplicate", 1),
+        ("failed_after_success", 1),
+        ("late_status", 1),
+        ("voided", 1),
+        ("record_mismatch", 1),
+    ] {
         assert_eq!(http.webhook_count("ccpayment", "ApiWithdrawal", result).await, count, "{result}");
     }
 }
@@ -521,14 +586,19 @@ async fn a_restart_between_two_deliveries_moves_money_once() {
     ledger.account("user_42:USDT", "USDT").await;
     let standard = deposit_completed("d-1", "alice", "8.00", "USD");
     stand_in.put(APP_DEPOSIT, deposit_record("r-1", "referenceId", "user_42", "USDT", "0.5", "Success"));
-    let cc = notification("DirectDeposit", json!({"recordId": "r-1", "referenceId": "user_42", "coinSymbol": "USDT", "status": "Success"}));
+    let cc = notification(
+        "DirectDeposit",
+        json!({"recordId": "r-1", "referenceId": "user_42", "coinSymbol": "USDT", "status": "Success"}),
+    );
     let http = ledger.http.clone();
     assert_eq!(http.standard("processor", "m1", &standard).await.assert_status(StatusCode::OK)["result"], "credited");
     http.ccpayment(&cc).await.assert_ccpayment_success();
     http.post("/v1/withdrawals", json!({"id": "w-1", "account": "alice", "amount": "2", "provider": "processor"}))
         .await
         .assert_status(StatusCode::CREATED);
-    http.standard("processor", "m2", &withdrawal_event("withdrawal.completed", "w-1")).await.assert_status(StatusCode::OK);
+    http.standard("processor", "m2", &withdrawal_event("withdrawal.completed", "w-1"))
+        .await
+        .assert_status(StatusCode::OK);
     http.post("/v1/withdrawals", json!({"id": "w-2", "account": "alice", "amount": "1", "provider": "processor"}))
         .await
         .assert_status(StatusCode::CREATED);
@@ -536,7 +606,10 @@ async fn a_restart_between_two_deliveries_moves_money_once() {
     for signal in ["TERM", "KILL"] {
         ledger.restart(signal);
         let http = ledger.http.clone();
-        assert_eq!(http.standard("processor", "m1", &standard).await.assert_status(StatusCode::OK)["result"], "duplicate");
+        assert_eq!(
+            http.standard("processor", "m1", &standard).await.assert_status(StatusCode::OK)["result"],
+            "duplicate"
+        );
         let failed = http.standard("processor", "m3", &deposit_failed("d-1")).await;
         assert_eq!(failed.assert_status(StatusCode::OK)["result"], "failed_after_success");
         let looked_up = stand_in.requests();

@@ -231,9 +231,17 @@ mod tests {
         ];
         for (body, field, code) in failures {
             let error = parse_standard(body, &currencies(), max).unwrap_err();
-            assert_eq!((error.body.field.as_deref(), error.body.code), (Some(field), code), "{}", String::from_utf8_lossy(body));
+            assert_eq!(
+                (error.body.field.as_deref(), error.body.code),
+                (Some(field), code),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
         }
-        assert_eq!(parse_standard(br#"{"type": "invoice.paid", "data": {}}"#, &currencies(), max).unwrap(), Event::Other);
+        assert_eq!(
+            parse_standard(br#"{"type": "invoice.paid", "data": {}}"#, &currencies(), max).unwrap(),
+            Event::Other
+        );
         assert!(parse_standard(b"[1]", &currencies(), max).is_err());
     }
 

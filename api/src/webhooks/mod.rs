@@ -58,10 +58,10 @@ use std::time::{Duration, Instant};
 use actors::{AccountRequest, Clock, LedgerError, LedgerHandle};
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
+use engine::TransferStatus;
 use engine::amount::parse_amount;
 use engine::config::ProviderScheme;
 use engine::{Account, Currency, CurrencyTable, Id, Metadata, Overdraft, Rejection, Transfer, TransferRequest};
-use engine::TransferStatus;
 use rust_decimal::Decimal;
 
 use crate::http::error::{ApiError, ErrorCode};
@@ -250,13 +250,9 @@ impl Webhooks {
     pub async fn receive(self: &Arc<Self>, provider: &Provider, headers: &HeaderMap, body: Bytes) -> Delivery {
         let now_seconds = self.now_ms().div_euclid(1000);
         let verified = match provider.scheme {
-            ProviderScheme::Standard => signature::standard_verify(
-                provider.key(),
-                headers,
-                &body,
-                now_seconds,
-                provider.replay_window_seconds,
-            ),
+            ProviderScheme::Standard => {
+                signature::standard_verify(provider.key(), headers, &body, now_seconds, provider.replay_window_seconds)
+            }
             ProviderScheme::Ccpayment => signature::ccpayment_verify(
                 provider.key(),
                 &provider.app_id,
@@ -453,10 +449,13 @@ impl Webhooks {
     ) -> Result<Handled, Refused> {
         let _guard = self.lock(format!("deposit:{}:{deposit_id}", provider.name)).await?;
         match self.store.deposit(&provider.name, deposit_id) {
-            Some(fact) if fact.status.is_final() => Ok(Handled::plain(classify_final(fact.status, Reported::Processing))),
+            Some(fact) if fact.status.is_final() => {
+                Ok(Handled::plain(classify_final(fact.status, Reported::Processing)))
+            }
             Some(_) => Ok(Handled::plain("duplicate")),
             None => {
-                let fact = details.fact(provider, deposit_id, DepositStatus::Processing, provider_status, self.now_ms());
+                let fact =
+                    details.fact(provider, deposit_id, DepositStatus::Processing, provider_status, self.now_ms());
                 self.store.save(&self.ledger, Fact::Deposit(fact)).await?;
                 Ok(Handled::plain("recorded"))
             }
@@ -528,7 +527,8 @@ impl Webhooks {
         let record = self.fetch(provider, kind, deposit_id).await?;
         let status = record_status(&record, &notification)?;
         let coin = record.text("coinSymbol").unwrap_or_default();
-        let mut details = DepositDetails { amount: record.text("amount"), currency: Some(coin.clone()), ..Default::default() };
+        let mut details =
+            DepositDetails { amount: record.text("amount"), currency: Some(coin.clone()), ..Default::default() };
         let order = match notification.kind {
             NotificationKind::ApiDeposit => {
                 let order_id = record.text("orderId").or(notification.order_id.clone()).unwrap_or_default();
@@ -822,10 +822,10 @@ impl Webhooks {
             metadata: Metadata::new(),
         };
         let (transfer, _) = self.ledger.create_transfer(hold).await.map_err(|error| match error {
-            LedgerError::Rejected(Rejection::ExistsWithDifferentFields) => ApiError::rejection(
-                Rejection::ExistsWithDifferentFields,
-            )
-            .with_message(format!("transfer {transfer_id} exists already with other fields")),
+            LedgerError::Rejected(Rejection::ExistsWithDifferentFields) => {
+                ApiError::rejection(Rejection::ExistsWithDifferentFields)
+                    .with_message(format!("transfer {transfer_id} exists already with other fields"))
+            }
             other => ApiError::from(other),
         })?;
         let now_ms = self.now_ms();
@@ -1011,7 +1011,14 @@ struct DepositDetails {
 }
 
 impl DepositDetails {
-    fn fact(self, provider: &Provider, deposit_id: &str, status: DepositStatus, provider_status: &str, now_ms: i64) -> DepositFact {
+    fn fact(
+        self,
+        provider: &Provider,
+        deposit_id: &str,
+        status: DepositStatus,
+        provider_status: &str,
+        now_ms: i64,
+    ) -> DepositFact {
         let mut fact = DepositFact::new(&provider.name, deposit_id, status, provider_status, now_ms);
         fact.account = self.account.map(|text| truncate(&text));
         fact.amount = self.amount.map(|text| truncate(&text));

@@ -92,7 +92,10 @@ impl Providers {
                         variable: name.clone(),
                     })?;
                     if value.is_empty() {
-                        return Err(ProviderError::EmptySecret { provider: entry.name.clone(), variable: name.clone() });
+                        return Err(ProviderError::EmptySecret {
+                            provider: entry.name.clone(),
+                            variable: name.clone(),
+                        });
                     }
                     (value, Some(name.clone()))
                 }

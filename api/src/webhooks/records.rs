@@ -208,8 +208,8 @@ impl RecordClient {
 
 /// Reads `{"code": 10000, "data": {"record": {...}}}`.
 pub fn parse_answer(bytes: &[u8]) -> Result<Record, FetchError> {
-    let answer: Value =
-        serde_json::from_slice(bytes).map_err(|error| FetchError::Refused(format!("the answer is not JSON: {error}")))?;
+    let answer: Value = serde_json::from_slice(bytes)
+        .map_err(|error| FetchError::Refused(format!("the answer is not JSON: {error}")))?;
     let code = answer.get("code").and_then(Value::as_i64);
     if code != Some(SUCCESS_CODE) {
         let message = answer.get("msg").and_then(Value::as_str).unwrap_or_default();

@@ -187,7 +187,9 @@ fn serve_record(state: &StandInState, path: &str, headers: &HeaderMap, body: &[u
     };
     let found = state.records.lock().unwrap().get(&(path.to_owned(), record_id.to_owned())).cloned();
     match found {
-        Some(record) => axum::Json(json!({"code": 10000, "msg": "success", "data": {"record": record}})).into_response(),
+        Some(record) => {
+            axum::Json(json!({"code": 10000, "msg": "success", "data": {"record": record}})).into_response()
+        }
         None => axum::Json(json!({"code": 10004, "msg": "record not found"})).into_response(),
     }
 }
@@ -321,6 +323,32 @@ impl Http {
         )
         .map_or(0, |value| value as u64)
     }
+}
+
+/// Runs `promtool check metrics` on `text` (skipped with a NOTICE when promtool is missing).
+pub fn check_with_promtool(text: &str) {
+    let promtool = ["promtool", "/usr/bin/promtool"].into_iter().find(|candidate| {
+        Command::new(candidate).arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok()
+    });
+    let Some(promtool) = promtool else {
+        println!("NOTICE: promtool not found; skipping `promtool check metrics` (apt-get install -y prometheus)");
+        return;
+    };
+    let mut check = Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut check.stdin.take().unwrap(), text.as_bytes()).unwrap();
+    let output = check.wait_with_output().unwrap();
+    assert!(
+        output.status.success() && output.stdout.is_empty() && output.stderr.is_empty(),
+        "promtool check metrics: {}{}\n{text}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 /// The value of the series of `family` whose labels are exactly `labels` (any order).
