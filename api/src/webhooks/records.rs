@@ -236,6 +236,37 @@ fn error_chain(error: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::webhooks::providers::Providers;
+    use std::io::Read as _;
+
+    fn provider(base_url: &str) -> Provider {
+        let text = format!(
+            "[[webhooks.providers]]\nname = \"cc\"\nscheme = \"ccpayment\"\napp_id = \"app\"\nsecret = \"s\"\n\
+             api_base_url = \"{base_url}\"\nfetch_timeout_ms = 2000\nfetch_retries = 0\n"
+        );
+        let config = engine::config::parse(&text).unwrap();
+        Providers::resolve(&config.webhooks, |_| None).unwrap().get("cc").unwrap().clone()
+    }
+
+    #[tokio::test]
+    async fn https_base_urls_speak_tls() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let first_byte = std::thread::spawn(move || {
+            let (mut connection, _) = listener.accept().unwrap();
+            let mut byte = [0_u8; 1];
+            connection.read_exact(&mut byte).unwrap();
+            byte[0]
+        });
+        let client = RecordClient::new(Arc::new(|| 1_677_152_490)).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let outcome = client
+            .fetch(&provider(&format!("https://127.0.0.1:{port}")), RecordKind::AppDeposit, "r-1", deadline)
+            .await;
+        assert!(matches!(outcome, Err(FetchError::Unreachable { attempts: 1, .. })), "{outcome:?}");
+        // 0x16: a TLS handshake record (the ClientHello), not plain HTTP.
+        assert_eq!(first_byte.join().unwrap(), 0x16);
+    }
 
     #[test]
     fn answers_are_read_strictly() {

@@ -316,12 +316,9 @@ impl Http {
     /// The value of the `ledger_webhooks_total` series with these labels (0 when absent).
     pub async fn webhook_count(&self, provider: &str, event_type: &str, result: &str) -> u64 {
         let text = self.get("/metrics").await.text;
-        metric_value(
-            &text,
-            "ledger_webhooks_total",
-            &[("provider", provider), ("type", event_type), ("result", result)],
-        )
-        .map_or(0, |value| value as u64)
+        let labels = [("provider", provider), ("type", event_type), ("result", result)];
+        // Counters print as integers.
+        metric_text(&text, "ledger_webhooks_total", &labels).map_or(0, |value| value.parse().unwrap())
     }
 }
 
@@ -353,6 +350,11 @@ pub fn check_with_promtool(text: &str) {
 
 /// The value of the series of `family` whose labels are exactly `labels` (any order).
 pub fn metric_value(text: &str, family: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    metric_text(text, family, labels).and_then(|value| value.parse().ok())
+}
+
+/// The value, as written, of the series of `family` whose labels are exactly `labels`.
+pub fn metric_text<'a>(text: &'a str, family: &str, labels: &[(&str, &str)]) -> Option<&'a str> {
     for line in text.lines() {
         let Some(rest) = line.strip_prefix(family) else { continue };
         let Some(rest) = rest.strip_prefix('{') else { continue };
@@ -367,7 +369,7 @@ pub fn metric_value(text: &str, family: &str, labels: &[(&str, &str)]) -> Option
             labels.iter().map(|(name, value)| ((*name).to_owned(), (*value).to_owned())).collect();
         wanted.sort();
         if found == wanted {
-            return value.trim().parse().ok();
+            return Some(value.trim());
         }
     }
     None
