@@ -76,6 +76,8 @@ use crate::webhooks::store::{
 
 /// Deliveries, withdrawals and orders being worked on at once (distinct keys).
 pub const KEYS_IN_PROGRESS_MAX: usize = 4096;
+/// Verified deliveries being worked on at once; beyond, 503 `overloaded` (the provider retries).
+pub const DELIVERIES_IN_FLIGHT_MAX: usize = 1024;
 /// Most deposits of one order listed by `GET /v1/deposits/{id}`.
 pub const ORDER_DEPOSITS_SHOWN_MAX: usize = 1000;
 
@@ -205,6 +207,8 @@ pub struct Webhooks {
     amount_max: Decimal,
     clock: Clock,
     fetch_budget: Duration,
+    /// Bounds the delivery tasks (which outlive a request that is dropped).
+    deliveries: Arc<tokio::sync::Semaphore>,
     /// Settlement accounts known to exist.
     settlements: Mutex<HashSet<Id>>,
 }
@@ -230,8 +234,15 @@ impl Webhooks {
             amount_max: settings.amount_max,
             clock: settings.clock,
             fetch_budget,
+            deliveries: Arc::new(tokio::sync::Semaphore::new(DELIVERIES_IN_FLIGHT_MAX)),
             settlements: Mutex::new(HashSet::new()),
         }))
+    }
+
+    /// The webhook facts as `External` records (what a snapshot of live state must carry in
+    /// `engine::Ledger.external`, since the actors do not hold them).
+    pub fn external(&self) -> BTreeMap<(String, String), Vec<u8>> {
+        self.store.external()
     }
 
     /// The provider named `name`.
@@ -276,9 +287,16 @@ impl Webhooks {
         };
         // Run the work in its own task: if the request is dropped, the work still finishes,
         // so it is never cut between a money movement and the fact that records it.
+        let Ok(permit) = self.deliveries.clone().try_acquire_owned() else {
+            return Delivery { event_type, outcome: Err(Refused::new("overloaded", ApiError::overloaded())) };
+        };
         let this = self.clone();
         let provider = provider.clone();
-        let work = tokio::spawn(async move { this.act(&provider, event).await });
+        let work = tokio::spawn(async move {
+            let outcome = this.act(&provider, event).await;
+            drop(permit);
+            outcome
+        });
         let outcome = match work.await {
             Ok(outcome) => outcome,
             Err(error) => {
@@ -941,7 +959,8 @@ impl Webhooks {
             tracing::warn!(provider = %provider.name, record_id, %error, "record look-up failed; nothing is credited");
             let result = match &error {
                 FetchError::Refused(_) => "provider_error",
-                _ => "provider_unavailable",
+                FetchError::Busy => return Refused::new("overloaded", ApiError::overloaded()),
+                FetchError::Unreachable { .. } | FetchError::Setup(_) => "provider_unavailable",
             };
             Refused::new(
                 result,

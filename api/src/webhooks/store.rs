@@ -288,6 +288,23 @@ impl Store {
         Ok(())
     }
 
+    /// Every fact as the `External` records that replay to it, keyed like
+    /// `engine::Ledger.external` (for a snapshot taken from live state).
+    pub fn external(&self) -> BTreeMap<(String, String), Vec<u8>> {
+        let view = self.view();
+        let deposits = view.deposits.values().cloned().map(Fact::Deposit);
+        let withdrawals = view.withdrawals.values().cloned().map(Fact::Withdrawal);
+        let orders = view.orders.values().cloned().map(Fact::DepositOrder);
+        deposits
+            .chain(withdrawals)
+            .chain(orders)
+            .map(|fact| {
+                let (kind, key) = fact.kind_and_key();
+                ((kind.to_owned(), key), fact.encode())
+            })
+            .collect()
+    }
+
     pub fn deposit(&self, provider: &str, deposit_id: &str) -> Option<DepositFact> {
         self.view().deposits.get(&deposit_key(provider, deposit_id)).cloned()
     }
@@ -425,6 +442,9 @@ mod tests {
         external.insert(("another.kind".to_owned(), "x".to_owned()), b"not json".to_vec());
         let store = Store::load(&external).unwrap();
         assert_eq!(store.deposit("processor", "d-1"), Some(deposit));
+        let exported = store.external();
+        assert_eq!(exported.len(), 1);
+        assert_eq!(Store::load(&exported).unwrap().deposit("processor", "d-1"), store.deposit("processor", "d-1"));
         assert_eq!(store.order_deposits("o-1", 10).len(), 1);
         external.insert((DEPOSIT_KIND.to_owned(), "processor:d-2".to_owned()), b"{".to_vec());
         let error = Store::load(&external).err().unwrap();
