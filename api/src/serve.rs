@@ -6,9 +6,12 @@
 //! unauthenticated server beyond loopback, the data directory (created when missing, locked
 //! against a second process), the wiring of recovery, committer and actors ([`Engine`]), the
 //! server's life (bind, `/ready` 503 until recovery is done, `listening on ADDR` on stdout once
-//! ready, graceful drain on SIGTERM/SIGINT, then actors and committer stopped in order), and
-//! [`build_app`], the same wiring without a socket for tests.
+//! ready, graceful drain on SIGTERM/SIGINT, then actors and committer stopped in order), the
+//! webhook providers' secrets (read from the environment before anything binds) and the
+//! webhook service over the recovered bookkeeping, and [`build_app`], the same wiring without
+//! a socket for tests.
 
+use std::collections::BTreeMap;
 use std::future::IntoFuture;
 use std::io::{IsTerminal as _, Write as _};
 use std::net::SocketAddr;
@@ -24,6 +27,8 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::http::{self, AppState};
+use crate::webhooks::providers::{ProviderError, Providers};
+use crate::webhooks::{WebhookSettings, Webhooks};
 
 /// Flags of `ledgerd serve`.
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -64,6 +69,8 @@ pub enum ServeError {
     Recovery { path: PathBuf, reason: String },
     #[error("cannot start the ledger: {0}")]
     Start(String),
+    #[error("{0}")]
+    Webhooks(#[from] ProviderError),
     #[error("cannot start the async runtime: {0}")]
     Runtime(std::io::Error),
     #[error("the HTTP server failed: {0}")]
@@ -133,11 +140,19 @@ pub fn process_environment() -> Vec<(String, String)> {
 
 /// Runs `ledgerd serve` to completion: `Ok` after a graceful shutdown.
 pub fn run(args: &ServeArgs) -> Result<(), ServeError> {
-    let config = load_config(args, process_environment())?;
+    let environment = process_environment();
+    let config = load_config(args, environment.clone())?;
+    let providers = resolve_providers(&config, &environment)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(ServeError::Runtime)?;
-    let result = runtime.block_on(serve(config));
+    let result = runtime.block_on(serve(config, providers));
     runtime.shutdown_timeout(Duration::from_secs(5));
     result
+}
+
+/// The webhook providers of `config`, their `secret_env` variables read from `environment`.
+pub fn resolve_providers(config: &Config, environment: &[(String, String)]) -> Result<Providers, ServeError> {
+    let lookup = |name: &str| environment.iter().find(|(key, _)| key == name).map(|(_, value)| value.clone());
+    Ok(Providers::resolve(&config.webhooks, lookup)?)
 }
 
 /// Creates the data directory when missing and locks it.
@@ -150,6 +165,8 @@ pub fn open_data_dir(path: &Path) -> Result<snapshots::DataDirLock, ServeError> 
 /// The durable ledger: the recovered state, the committer and the actors over them.
 pub struct Engine {
     pub ledger: LedgerHandle,
+    /// The recovered webhook bookkeeping (`Record::External` facts), until taken.
+    external: BTreeMap<(String, String), Vec<u8>>,
     commit: snapshots::CommitHandle,
     committer: Option<std::thread::JoinHandle<Result<(), snapshots::WalError>>>,
     _lock: snapshots::DataDirLock,
@@ -162,7 +179,7 @@ impl Engine {
         let recovering = data_dir.clone();
         let recovery_failed =
             |reason: String| ServeError::Recovery { path: data_dir.clone(), reason: one_line(&reason) };
-        let recovered = tokio::task::spawn_blocking(move || {
+        let mut recovered = tokio::task::spawn_blocking(move || {
             snapshots::recover(&recovering, |progress| {
                 tracing::debug!(applied_seq = progress.applied_seq, target_seq = progress.target_seq, "recovering");
             })
@@ -192,6 +209,8 @@ impl Engine {
                 .saturating_mul(2),
         };
         let next_seq = recovered.ledger.last_seq + 1;
+        // The actors own accounts and transfers; the webhook service owns these.
+        let external = std::mem::take(&mut recovered.ledger.external);
         let (commit, committer) = snapshots::Committer::start(recovered.wal, next_seq, settings);
         let ledger_settings = LedgerSettings {
             shards: config.engine.shards,
@@ -207,7 +226,28 @@ impl Engine {
                 return Err(ServeError::Start(one_line(&error.to_string())));
             }
         };
-        Ok(Engine { ledger, commit, committer: Some(committer), _lock: lock })
+        Ok(Engine { ledger, external, commit, committer: Some(committer), _lock: lock })
+    }
+
+    /// Starts the webhook service over the recovered bookkeeping (once; later calls see none).
+    pub fn start_webhooks(
+        &mut self,
+        config: &Config,
+        providers: Providers,
+        clock: Clock,
+    ) -> Result<Arc<Webhooks>, ServeError> {
+        let external = std::mem::take(&mut self.external);
+        let settings = WebhookSettings {
+            providers,
+            currencies: engine::CurrencyTable::new(
+                config.currencies.iter().map(|currency| engine::Currency::new(&currency.code, currency.scale)),
+            ),
+            amount_max: config.limits.amount_max,
+            clock,
+            request_timeout: Duration::from_millis(config.server.request_timeout_ms),
+        };
+        Webhooks::start(settings, self.ledger.clone(), &external)
+            .map_err(|error| ServeError::Start(one_line(&error.to_string())))
     }
 
     /// Stops the actors (they finish what is in flight), then the committer (it writes what
@@ -250,9 +290,18 @@ impl Default for AppOptions {
 /// Opens (creating and locking) `config.storage.data_dir`, recovers it, starts the committer
 /// and the actors, and returns the ready router.
 pub async fn build_app(config: &Config, options: AppOptions) -> Result<App, ServeError> {
+    let providers = resolve_providers(config, &process_environment())?;
     let lock = open_data_dir(&config.storage.data_dir)?;
-    let engine = Engine::start(config, lock, options.clock).await?;
+    let mut engine = Engine::start(config, lock, options.clock.clone()).await?;
+    let webhooks = match engine.start_webhooks(config, providers, options.clock) {
+        Ok(webhooks) => webhooks,
+        Err(error) => {
+            engine.stop().await;
+            return Err(error);
+        }
+    };
     let state = Arc::new(AppState::new(config, options.prometheus));
+    state.set_webhooks(webhooks);
     state.set_ready(engine.ledger.clone());
     Ok(App { router: http::router(state.clone()), state, engine })
 }
@@ -270,7 +319,7 @@ impl App {
 }
 
 /// The server's whole life, on a runtime.
-async fn serve(config: Config) -> Result<(), ServeError> {
+async fn serve(config: Config, providers: Providers) -> Result<(), ServeError> {
     init_logging(config.server.log_format);
     let stop = spawn_signal_listener();
     let data_dir = config.storage.data_dir.clone();
@@ -288,7 +337,7 @@ async fn serve(config: Config) -> Result<(), ServeError> {
         tokio::spawn(axum::serve(listener, application).with_graceful_shutdown(stopped(stop.clone())).into_future());
     tracing::debug!(%address, data_dir = %data_dir.display(), "recovering");
 
-    let engine = tokio::select! {
+    let mut engine = tokio::select! {
         started = Engine::start(&config, lock, system_clock()) => match started {
             Ok(engine) => engine,
             Err(error) => {
@@ -302,6 +351,15 @@ async fn serve(config: Config) -> Result<(), ServeError> {
             return Ok(());
         }
     };
+    let webhooks = match engine.start_webhooks(&config, providers, system_clock()) {
+        Ok(webhooks) => webhooks,
+        Err(error) => {
+            server.abort();
+            engine.stop().await;
+            return Err(error);
+        }
+    };
+    state.set_webhooks(webhooks);
     state.set_ready(engine.ledger.clone());
     announce(address);
     tracing::info!(%address, data_dir = %data_dir.display(), accounts = engine.ledger.account_count(), "ready");

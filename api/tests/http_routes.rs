@@ -221,13 +221,18 @@ async fn openapi_describes_every_route_body_and_error_code() {
         ("/v1/transfers/{id}", "get"),
         ("/v1/transfers/{id}/post", "post"),
         ("/v1/transfers/{id}/void", "post"),
+        ("/v1/webhooks/{provider}", "post"),
+        ("/v1/withdrawals", "post"),
+        ("/v1/withdrawals/{id}", "get"),
+        ("/v1/deposits", "post"),
+        ("/v1/deposits/{id}", "get"),
     ];
     let paths = document["paths"].as_object().unwrap();
     assert_eq!(paths.values().map(|item| item.as_object().unwrap().len()).sum::<usize>(), expected.len());
     for (path, method) in expected {
         let operation = &document["paths"][path][method];
         assert!(operation.is_object(), "{method} {path} missing");
-        let takes_input = path.contains("{id}") || method == "post";
+        let takes_input = path.contains('{') || method == "post";
         assert_eq!(operation["responses"]["400"].is_object(), takes_input, "{method} {path}");
         assert!(operation["responses"]["401"].is_object(), "{method} {path}");
         assert!(operation["responses"]["503"].is_object(), "{method} {path}");
@@ -246,8 +251,23 @@ async fn openapi_describes_every_route_body_and_error_code() {
     };
     assert_eq!(properties("CreateTransferRequest"), sorted(&api::http::transfers::CREATE_TRANSFER_FIELDS));
     assert_eq!(properties("CreateAccountRequest"), sorted(&api::http::accounts::CREATE_ACCOUNT_FIELDS));
+    assert_eq!(properties("CreateWithdrawalRequest"), sorted(&api::http::webhooks::CREATE_WITHDRAWAL_FIELDS));
+    assert_eq!(properties("CreateDepositRequest"), sorted(&api::http::webhooks::CREATE_DEPOSIT_FIELDS));
+    // The webhook route takes no bearer token; the withdrawal routes do.
+    assert_eq!(document["paths"]["/v1/webhooks/{provider}"]["post"]["security"], json!([{}]));
+    assert!(document["paths"]["/v1/withdrawals"]["post"]["security"].to_string().contains("bearer"));
     let codes = schemas["ErrorCode"]["enum"].as_array().unwrap();
-    for code in ["invalid_request", "insufficient_funds", "batch_aborted", "payload_too_large", "rate_limited"] {
+    for code in [
+        "invalid_request",
+        "insufficient_funds",
+        "batch_aborted",
+        "payload_too_large",
+        "rate_limited",
+        "invalid_signature",
+        "stale_webhook",
+        "provider_unavailable",
+        "withdrawal_not_found",
+    ] {
         assert!(codes.contains(&Value::from(code)), "{code}");
     }
     let currencies = schemas["CreateAccountRequest"]["properties"]["currency"]["enum"].as_array().unwrap();

@@ -69,6 +69,23 @@ pub enum ErrorCode {
     PendingTransferExpired,
     ExceedsPendingAmount,
     BatchAborted,
+    // ---- webhooks, deposits and withdrawals -------------------------------------------------
+    /// A webhook whose signature is missing, malformed or wrong (401).
+    InvalidSignature,
+    /// A correctly signed webhook whose timestamp is outside the provider's replay window (401).
+    StaleWebhook,
+    /// No webhook provider of that name is configured (404 on the webhook route, 422 in a body).
+    ProviderNotFound,
+    /// The provider's record API could not be read; nothing was credited (503, retry).
+    ProviderUnavailable,
+    /// The provider's record contradicts the notification or the withdrawal (422).
+    RecordMismatch,
+    /// A provider status the ledger does not know (422).
+    UnsupportedEvent,
+    /// No such withdrawal (404 on `GET`, 422 in a webhook).
+    WithdrawalNotFound,
+    /// No such deposit order (404 on `GET`, 422 in a webhook).
+    DepositNotFound,
 }
 
 impl ErrorCode {
@@ -165,6 +182,13 @@ impl ApiError {
     #[must_use]
     pub fn with_field(mut self, field: impl Into<String>) -> ApiError {
         self.body.field = Some(field.into());
+        self
+    }
+
+    /// Replaces the message.
+    #[must_use]
+    pub fn with_message(mut self, message: impl Into<Cow<'static, str>>) -> ApiError {
+        self.body.message = message.into();
         self
     }
 
@@ -296,6 +320,7 @@ impl From<LedgerError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let bearer_challenge = self.body.code == ErrorCode::Unauthorized;
         let body = ErrorResponse { error: self.body };
         let bytes = serde_json::to_vec(&body)
             .unwrap_or_else(|_| b"{\"error\":{\"code\":\"internal\",\"message\":\"internal error\"}}".to_vec());
@@ -305,7 +330,7 @@ impl IntoResponse for ApiError {
         if let Some(seconds) = self.retry_after_seconds {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
-        if self.status == StatusCode::UNAUTHORIZED {
+        if bearer_challenge {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         response

@@ -63,6 +63,18 @@ impl<S: Send + Sync> FromRequest<S> for OptionalJsonBody {
     }
 }
 
+/// The raw body, within the body limit, whatever its `Content-Type` (webhooks: the signature
+/// is checked over these exact bytes before anything is parsed).
+pub struct RawBody(pub Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for RawBody {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        read_body(request, state).await.map(RawBody)
+    }
+}
+
 /// Whether the request says `application/json` (parameters such as `charset` allowed).
 pub fn is_json_content_type(headers: &HeaderMap) -> bool {
     let Some(value) = headers.get(header::CONTENT_TYPE).and_then(|value| value.to_str().ok()) else {

@@ -42,8 +42,11 @@ pub const WAL_BATCH_SIZE: &str = "ledger_wal_batch_size";
 pub const WAL_BYTES_TOTAL: &str = "ledger_wal_bytes_total";
 /// `ledger_accounts`: number of accounts.
 pub const ACCOUNTS: &str = "ledger_accounts";
-/// `ledger_webhooks_total{provider,result}` (emitted by the webhook routes).
+/// `ledger_webhooks_total{provider,type,result}` (emitted by the webhook route).
 pub const WEBHOOKS_TOTAL: &str = "ledger_webhooks_total";
+/// `ledger_webhook_fetch_duration_seconds{provider,outcome}`: one attempt to read a provider's
+/// record (outcome `ok`, `refused` or `unreachable`).
+pub const WEBHOOK_FETCH_DURATION_SECONDS: &str = "ledger_webhook_fetch_duration_seconds";
 /// `ledger_snapshot_last_seq` (emitted by the snapshot writer).
 pub const SNAPSHOT_LAST_SEQ: &str = "ledger_snapshot_last_seq";
 /// `ledger_snapshot_duration_seconds` (emitted by the snapshot writer).
@@ -57,16 +60,21 @@ const BATCH_SIZE_BUCKETS: [f64; 12] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128
 
 /// Families whose every series this module must be able to print even with no sample yet:
 /// (name, type, help).
-const FAMILIES: [(&str, &str, &str); 9] = [
+const FAMILIES: [(&str, &str, &str); 10] = [
     (TRANSFERS_TOTAL, "counter", "Transfer creation requests by result: created, exists or the rejection code."),
     (TRANSFER_AMOUNT_TOTAL, "counter", "Money credited by posted transfers, in currency units."),
     (REQUEST_DURATION_SECONDS, "histogram", "HTTP request duration by route template and status."),
     (WAL_COMMIT_DURATION_SECONDS, "histogram", "Duration of one WAL commit group (write and fsync)."),
     (WAL_BATCH_SIZE, "histogram", "Records per WAL commit group."),
     (ACCOUNTS, "gauge", "Number of accounts."),
-    (WEBHOOKS_TOTAL, "counter", "Verified webhook deliveries by provider and result."),
+    (
+        WEBHOOKS_TOTAL,
+        "counter",
+        "Webhook deliveries by provider, event type and result (refused signatures have type unverified).",
+    ),
     (SNAPSHOT_LAST_SEQ, "gauge", "Log sequence of the newest snapshot."),
     (SNAPSHOT_DURATION_SECONDS, "histogram", "Duration of writing one snapshot."),
+    (WEBHOOK_FETCH_DURATION_SECONDS, "histogram", "Duration of one attempt to read a provider's record."),
 ];
 
 static RECORDER: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -113,6 +121,7 @@ fn describe_and_register() {
     metrics::describe_counter!(WEBHOOKS_TOTAL, FAMILIES[6].2);
     metrics::describe_gauge!(SNAPSHOT_LAST_SEQ, FAMILIES[7].2);
     metrics::describe_histogram!(SNAPSHOT_DURATION_SECONDS, metrics::Unit::Seconds, FAMILIES[8].2);
+    metrics::describe_histogram!(WEBHOOK_FETCH_DURATION_SECONDS, metrics::Unit::Seconds, FAMILIES[9].2);
     // Registering a histogram creates its (empty) series: it renders with zero counts.
     let _ = metrics::histogram!(WAL_COMMIT_DURATION_SECONDS);
     let _ = metrics::histogram!(WAL_BATCH_SIZE);

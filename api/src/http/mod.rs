@@ -2,8 +2,10 @@
 //!
 //! This module owns [`AppState`] (config-derived limits, currencies, auth, rate limit, metrics
 //! and the [`LedgerHandle`] once recovery is done) and [`router`], which assembles one router
-//! per resource ([`accounts`], [`transfers`]) under `/v1` behind the auth guard, plus
-//! `/health`, `/ready`, `/metrics` and `/openapi.json` (no token), and the layers every
+//! per resource ([`accounts`], [`transfers`], withdrawals and deposits in [`webhooks`]) under
+//! `/v1` behind the auth guard, plus `POST /v1/webhooks/{provider}` (no token: providers sign
+//! their deliveries instead), `/health`, `/ready`, `/metrics` and `/openapi.json` (no token),
+//! and the layers every
 //! request goes through: panic catching, the request-duration metric, the request timeout and
 //! the body limit. Unknown routes answer 404 `not_found` and wrong methods 405
 //! `method_not_allowed`, with the JSON error body.
@@ -15,6 +17,7 @@ pub mod json;
 pub mod metrics;
 pub mod openapi;
 pub mod transfers;
+pub mod webhooks;
 
 use std::any::Any;
 use std::sync::{Arc, OnceLock};
@@ -40,6 +43,7 @@ use crate::http::auth::{Authenticator, CallerRateLimiter};
 use crate::http::error::ApiError;
 use crate::http::json::{BodyLimit, TextLimits};
 use crate::http::metrics::TransferMetrics;
+use crate::webhooks::Webhooks;
 
 /// Limits on what clients may send, from `[limits]`.
 #[derive(Debug, Clone, Copy)]
@@ -63,6 +67,8 @@ pub struct AppState {
     request_timeout: Duration,
     /// Set once recovery is done; until then `/ready` and every `/v1` route answer 503.
     ledger: OnceLock<LedgerHandle>,
+    /// The webhook, deposit and withdrawal service, set with the ledger.
+    webhooks: OnceLock<Arc<Webhooks>>,
 }
 
 impl AppState {
@@ -91,6 +97,7 @@ impl AppState {
             body_limit_bytes: config.server.body_limit_bytes,
             request_timeout: Duration::from_millis(config.server.request_timeout_ms),
             ledger: OnceLock::new(),
+            webhooks: OnceLock::new(),
         }
     }
 
@@ -99,6 +106,19 @@ impl AppState {
         if self.ledger.set(ledger).is_err() {
             tracing::warn!("set_ready called twice; keeping the first ledger");
         }
+    }
+
+    /// Recovery is done: the webhook routes reach `webhooks`. Set it before
+    /// [`AppState::set_ready`].
+    pub fn set_webhooks(&self, webhooks: Arc<Webhooks>) {
+        if self.webhooks.set(webhooks).is_err() {
+            tracing::warn!("set_webhooks called twice; keeping the first");
+        }
+    }
+
+    /// The webhook service, or 503 `unavailable` while recovering.
+    pub fn webhooks(&self) -> Result<&Arc<Webhooks>, ApiError> {
+        self.webhooks.get().ok_or_else(|| ApiError::unavailable("the ledger is recovering; retry later"))
     }
 
     /// Whether recovery is done.
@@ -117,6 +137,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     let v1 = Router::new()
         .merge(accounts::router())
         .merge(transfers::router())
+        .merge(webhooks::router())
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::guard));
     let timeout = state.request_timeout;
     let body_limit_bytes = state.body_limit_bytes;
@@ -126,6 +147,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/metrics", get(metrics::metrics_text))
         .route("/openapi.json", get(openapi::openapi_json))
         .merge(v1)
+        .merge(webhooks::webhook_router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit_bytes))

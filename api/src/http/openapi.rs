@@ -16,7 +16,7 @@ use utoipa::{Modify, OpenApi};
 
 use crate::http::AppState;
 use crate::http::json::json_response;
-use crate::http::{accounts, transfers};
+use crate::http::{accounts, transfers, webhooks};
 
 /// The document.
 #[derive(OpenApi)]
@@ -38,11 +38,19 @@ use crate::http::{accounts, transfers};
         transfers::get_transfer,
         transfers::post_transfer,
         transfers::void_transfer,
+        webhooks::receive_webhook,
+        webhooks::create_withdrawal,
+        webhooks::get_withdrawal,
+        webhooks::create_deposit_order,
+        webhooks::get_deposit_order,
     ),
     modifiers(&BearerSecurity),
     tags(
         (name = "accounts", description = "Accounts and their balances."),
         (name = "transfers", description = "Transfers, holds (two-phase) and batches."),
+        (name = "webhooks", description = "Signed deposit and withdrawal events from payment providers (no bearer token)."),
+        (name = "withdrawals", description = "Withdrawals: a hold posted or voided by the provider's webhooks."),
+        (name = "deposits", description = "Deposit orders, credited by the provider's webhooks."),
     )
 )]
 pub struct ApiDoc;
