@@ -86,7 +86,7 @@ pub const ORDER_DEPOSITS_SHOWN_MAX: usize = 1000;
 #[derive(Debug, Clone)]
 pub struct Handled {
     pub result: &'static str,
-    pub transfer: Option<Transfer>,
+    pub transfer: Option<Arc<Transfer>>,
     /// Whether `transfer` was created by this delivery.
     pub created: bool,
 }
@@ -138,7 +138,7 @@ pub struct Delivery {
 #[derive(Debug, Clone)]
 pub struct WithdrawalView {
     pub fact: WithdrawalFact,
-    pub transfer: Transfer,
+    pub transfer: Arc<Transfer>,
 }
 
 /// A deposit order and its deposits.
