@@ -19,6 +19,9 @@ use engine::record::Group;
 use crate::snapshot::{SnapshotError, SnapshotInfo, prune, read_snapshot, snapshot_files, write_snapshot};
 use crate::wal::{Wal, WalError, sync_dir};
 
+/// Most transfers room is made for before replaying the log (see `replay_log`).
+const TRANSFERS_RESERVED_MAX: usize = 1 << 25;
+
 /// Groups decoded ahead of the one being applied.
 const READ_AHEAD_GROUPS: usize = 8;
 
@@ -227,6 +230,10 @@ fn replay_log(
     };
     let mut report = RecoveryProgress { snapshot_seq, applied_seq: snapshot_seq, target_seq, replayed_records: 0 };
     progress(report);
+    // Most records of a busy log create transfers: room for all of them at once saves growing
+    // (and copying) the map step by step. Bounded, so that a huge log only gets a head start.
+    let records_to_replay = usize::try_from(target_seq - snapshot_seq).unwrap_or(usize::MAX);
+    ledger.transfers.reserve(records_to_replay.min(TRANSFERS_RESERVED_MAX));
     if let Some(wal) = wal
         && target_seq > snapshot_seq
     {
