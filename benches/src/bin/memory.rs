@@ -80,7 +80,7 @@ async fn run(options: Options) -> anyhow::Result<()> {
         for creation in creations {
             creation.await??;
         }
-        if (start / OPEN_CONCURRENCY) % 100 == 0 {
+        if (start / OPEN_CONCURRENCY).is_multiple_of(100) {
             eprintln!("opened {start} accounts ({:.0} s)", started.elapsed().as_secs_f64());
         }
     }
