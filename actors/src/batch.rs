@@ -175,7 +175,12 @@ pub(crate) async fn run(
     if atomic {
         return finish_atomic(handle, batch, &requests, outcomes, failed_item).await;
     }
-    let mut barrier = 0;
+    // A rejected item was decided on what the shards held then: answer it once that is durable.
+    let mut barrier = if outcomes.iter().any(|outcome| matches!(outcome, Some(Outcome::Rejected(_)))) {
+        handle.decided_seq()
+    } else {
+        0
+    };
     let results = outcomes
         .into_iter()
         .map(|outcome| match outcome.expect("every item of a batch ends") {
@@ -206,11 +211,16 @@ async fn finish_atomic(
         broadcast(handle, |reply| ShardMessage::AbortBatch { batch, reply }).await?;
         return match &outcomes[failed] {
             Some(Outcome::Failed(error)) => Err(error.clone()),
-            Some(Outcome::Rejected(rejection)) => Ok((0..requests.len())
-                .map(|index| {
-                    BatchItemResult::Rejected(if index == failed { *rejection } else { Rejection::BatchAborted })
-                })
-                .collect()),
+            Some(Outcome::Rejected(rejection)) => {
+                // The rejection was decided on what the shards held then: answer it once that
+                // is durable.
+                handle.wait_durable(handle.decided_seq()).await?;
+                Ok((0..requests.len())
+                    .map(|index| {
+                        BatchItemResult::Rejected(if index == failed { *rejection } else { Rejection::BatchAborted })
+                    })
+                    .collect())
+            }
             other => unreachable!("the failing item ended {other:?}"),
         };
     }

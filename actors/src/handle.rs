@@ -194,7 +194,8 @@ impl LedgerHandle {
     pub async fn create_account(&self, request: AccountRequest) -> Result<(Account, bool), LedgerError> {
         self.check_running()?;
         let id = request.id.clone();
-        let (account, created) = self.ask(&id, |reply| ShardMessage::CreateAccount { request, reply }).await??;
+        let answer = self.ask(&id, |reply| ShardMessage::CreateAccount { request, reply }).await?;
+        let (account, created) = self.durable_rejection(answer).await?;
         self.wait_durable(account.last_seq).await?;
         Ok((account, created))
     }
@@ -212,7 +213,8 @@ impl LedgerHandle {
     /// Freezes or unfreezes an account (idempotent).
     pub async fn set_frozen(&self, id: &Id, frozen: bool) -> Result<Account, LedgerError> {
         self.check_running()?;
-        let account = self.ask(id, |reply| ShardMessage::SetFrozen { id: id.clone(), frozen, reply }).await??;
+        let answer = self.ask(id, |reply| ShardMessage::SetFrozen { id: id.clone(), frozen, reply }).await?;
+        let account = self.durable_rejection(answer).await?;
         self.wait_durable(account.last_seq).await?;
         Ok(account)
     }
@@ -359,11 +361,30 @@ impl LedgerHandle {
         let outcome = answer.await.map_err(|_| self.unavailable())?;
         match &outcome {
             Outcome::Applied(transfer) | Outcome::Existing(transfer) => self.wait_durable(transfer.last_seq).await?,
-            Outcome::Rejected(rejection) => return Err(LedgerError::Rejected(*rejection)),
+            Outcome::Rejected(rejection) => {
+                self.wait_durable(self.decided_seq()).await?;
+                return Err(LedgerError::Rejected(*rejection));
+            }
             Outcome::Failed(error) => return Err(error.clone()),
             Outcome::Tentative(_) | Outcome::TentativeReplay | Outcome::Deferred => {}
         }
         Ok(outcome)
+    }
+
+    /// The last sequence handed out so far. A decision received now saw no state later than
+    /// it, so waiting for it to be durable before answering a rejection keeps the answer from
+    /// resting on an effect that a crash could still undo (a hold or transfer not yet on disk).
+    pub(crate) fn decided_seq(&self) -> u64 {
+        self.inner.commit.next_seq() - 1
+    }
+
+    /// Passes `answer` through, but answers a business rejection only once what it saw is
+    /// durable (see [`LedgerHandle::decided_seq`]).
+    async fn durable_rejection<T>(&self, answer: Result<T, LedgerError>) -> Result<T, LedgerError> {
+        if let Err(LedgerError::Rejected(_)) = &answer {
+            self.wait_durable(self.decided_seq()).await?;
+        }
+        answer
     }
 
     pub(crate) async fn wait_durable(&self, seq: u64) -> Result<(), LedgerError> {
