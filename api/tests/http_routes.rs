@@ -221,6 +221,8 @@ async fn openapi_describes_every_route_body_and_error_code() {
         ("/v1/transfers/{id}", "get"),
         ("/v1/transfers/{id}/post", "post"),
         ("/v1/transfers/{id}/void", "post"),
+        ("/v1/admin/snapshots", "post"),
+        ("/v1/admin/backup", "post"),
     ];
     let paths = document["paths"].as_object().unwrap();
     assert_eq!(paths.values().map(|item| item.as_object().unwrap().len()).sum::<usize>(), expected.len());

@@ -16,7 +16,7 @@ use utoipa::{Modify, OpenApi};
 
 use crate::http::AppState;
 use crate::http::json::json_response;
-use crate::http::{accounts, transfers};
+use crate::http::{accounts, admin, transfers};
 
 /// The document.
 #[derive(OpenApi)]
@@ -38,11 +38,14 @@ use crate::http::{accounts, transfers};
         transfers::get_transfer,
         transfers::post_transfer,
         transfers::void_transfer,
+        admin::create_snapshot,
+        admin::create_backup,
     ),
     modifiers(&BearerSecurity),
     tags(
         (name = "accounts", description = "Accounts and their balances."),
         (name = "transfers", description = "Transfers, holds (two-phase) and batches."),
+        (name = "admin", description = "Snapshots and online backups of the served data dir."),
     )
 )]
 pub struct ApiDoc;
