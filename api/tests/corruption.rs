@@ -166,7 +166,10 @@ async fn a_flipped_byte_in_a_snapshot_is_detected_and_never_used() {
     let failure = start_server(&data_dir, &["--config", arg(&config)]).err().expect("serve must refuse");
     let last = failure.stderr.lines().last().unwrap();
     assert!(last.starts_with("ledgerd: error: cannot recover data dir") && last.contains("refusing"), "{last}");
-    printed(run(&["verify", "--data-dir", arg(&data_dir)])).assert_error(&["no sound snapshot"]);
+    let verified = printed(run(&["verify", "--data-dir", arg(&data_dir)]));
+    verified.assert_error(&["is corrupt"]);
+    assert!(verified.stdout.contains("no sound snapshot reaches"), "{}", verified.stdout);
+    assert!(verified.stdout.contains("result: NOT SOUND"), "{}", verified.stdout);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

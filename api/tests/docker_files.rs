@@ -24,12 +24,12 @@ fn read(name: &str) -> String {
     std::fs::read_to_string(docker_dir().join(name)).unwrap_or_else(|error| panic!("docker/{name}: {error}"))
 }
 
-/// The first of `candidates` that runs with `args`, if any.
-fn tool(candidates: &[&[&str]]) -> Option<Vec<String>> {
+/// The first of `candidates` that answers `probe` successfully, if any.
+fn tool(candidates: &[&[&str]], probe: &str) -> Option<Vec<String>> {
     candidates.iter().find_map(|candidate| {
         let ran = Command::new(candidate[0])
             .args(&candidate[1..])
-            .arg("--version")
+            .arg(probe)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()
@@ -74,7 +74,7 @@ fn every_path_the_docker_files_name_exists() {
 
 #[test]
 fn promtool_accepts_the_prometheus_config_and_the_alert_rules() {
-    let Some(promtool) = tool(&[&["promtool"]]) else {
+    let Some(promtool) = tool(&[&["promtool"]], "--version") else {
         println!("NOTICE: promtool not found; skipping (apt-get install -y prometheus)");
         return;
     };
@@ -91,7 +91,7 @@ fn promtool_accepts_the_prometheus_config_and_the_alert_rules() {
 
 #[test]
 fn a_compose_client_accepts_the_compose_file() {
-    let Some(compose) = tool(&[&["docker", "compose"], &["docker-compose"]]) else {
+    let Some(compose) = tool(&[&["docker", "compose"], &["docker-compose"]], "version") else {
         println!("NOTICE: neither `docker compose` nor `docker-compose` is installed; skipping `config`");
         return;
     };
