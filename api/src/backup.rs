@@ -142,9 +142,7 @@ fn write_into(service: &SnapshotService, destination: &Path, started: Instant) -
         let target = target_dir.join(name);
         let temporary = target.with_extension("tmp");
         bytes += std::fs::copy(&path, &temporary).map_err(io_error(&path, "copy"))?;
-        std::fs::File::open(&temporary)
-            .and_then(|file| file.sync_all())
-            .map_err(io_error(&temporary, "fsync"))?;
+        std::fs::File::open(&temporary).and_then(|file| file.sync_all()).map_err(io_error(&temporary, "fsync"))?;
         std::fs::rename(&temporary, &target).map_err(io_error(&target, "rename"))?;
         snapshots::read_snapshot_info(&target)?;
         snapshots_copied += 1;

@@ -133,6 +133,8 @@ mod tests {
         let cli = Cli::try_parse_from(["ledgerd", "snapshot", "list", "--data-dir", "d", "--json"]).unwrap();
         assert!(matches!(cli.command, Command::Snapshot(SnapshotCommand::List(args)) if args.json));
         assert!(Cli::try_parse_from(["ledgerd", "snapshot", "create"]).is_err(), "--data-dir is required");
-        assert!(Cli::try_parse_from(["ledgerd", "restore", "--from", "x", "--data-dir", "d", "--to-seq", "-1"]).is_err());
+        assert!(
+            Cli::try_parse_from(["ledgerd", "restore", "--from", "x", "--data-dir", "d", "--to-seq", "-1"]).is_err()
+        );
     }
 }

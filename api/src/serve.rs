@@ -196,7 +196,8 @@ impl Engine {
         metrics::gauge!(http::metrics::SNAPSHOT_LAST_SEQ).set(seq_as_gauge(snapshot_seq));
         // The age of the newest snapshot counts from its creation, or from this start (which
         // replayed the log) when there is none yet.
-        let snapshot_created_at_ms = recovered.snapshot.as_ref().map_or_else(|| clock(), |snapshot| snapshot.created_at_ms);
+        let snapshot_created_at_ms =
+            recovered.snapshot.as_ref().map_or_else(|| clock(), |snapshot| snapshot.created_at_ms);
         snapshot_scheduler::record_snapshot_time(snapshot_created_at_ms);
         tracing::info!(
             last_seq = recovered.ledger.last_seq,
@@ -220,8 +221,9 @@ impl Engine {
         let next_seq = recovered.ledger.last_seq + 1;
         // The snapshot thread reads the log through its own clone of the open log.
         let snapshot_wal = recovered.wal.clone();
-        let watermark = WatermarkKeeper::start(data_dir.clone(), recovered.wal.clone(), log_watermark::WATERMARK_PERIOD)
-            .map_err(|error| ServeError::Start(one_line(&error.to_string())))?;
+        let watermark =
+            WatermarkKeeper::start(data_dir.clone(), recovered.wal.clone(), log_watermark::WATERMARK_PERIOD)
+                .map_err(|error| ServeError::Start(one_line(&error.to_string())))?;
         let (commit, committer) = snapshots::Committer::start(recovered.wal, next_seq, settings);
         let ledger_settings = LedgerSettings {
             shards: config.engine.shards,
@@ -243,10 +245,8 @@ impl Engine {
             snapshot_scheduler::retention(config),
             clock,
         ));
-        let scheduler_settings = SchedulerSettings {
-            interval: Duration::from_secs(config.storage.snapshot_interval_seconds),
-            snapshot_seq,
-        };
+        let scheduler_settings =
+            SchedulerSettings { interval: Duration::from_secs(config.storage.snapshot_interval_seconds), snapshot_seq };
         let snapshot_scheduler = SnapshotScheduler::start(scheduler_settings, snapshot_service.clone());
         Ok(Engine {
             ledger,

@@ -69,7 +69,10 @@ async fn an_online_backup_under_writes_is_a_complete_data_dir() {
     ] {
         let (status, body) = http.post("/v1/admin/backup", json!({"destination": destination})).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
-        assert_eq!((body["error"]["code"].as_str(), body["error"]["field"].as_str()), (Some("invalid_request"), Some("destination")));
+        assert_eq!(
+            (body["error"]["code"].as_str(), body["error"]["field"].as_str()),
+            (Some("invalid_request"), Some("destination"))
+        );
         assert!(body["error"]["message"].as_str().unwrap().contains(needle), "{body}");
     }
     let (status, body) = http.post("/v1/admin/backup", json!({"to": "/tmp/x"})).await;
@@ -78,7 +81,10 @@ async fn an_online_backup_under_writes_is_a_complete_data_dir() {
     assert_eq!(status, StatusCode::CREATED, "{snapshot}");
     assert!(snapshot["seq"].as_u64().unwrap() >= seq);
     let (status, again) = http.try_send(Method::POST, "/v1/admin/snapshots", None).await.unwrap();
-    assert_eq!((status, again["seq"].clone(), again["written"].clone()), (StatusCode::CREATED, snapshot["seq"].clone(), json!(false)));
+    assert_eq!(
+        (status, again["seq"].clone(), again["written"].clone()),
+        (StatusCode::CREATED, snapshot["seq"].clone(), json!(false))
+    );
     let (_, live_alice) = http.get("/v1/accounts/alice").await;
     server.terminate();
 

@@ -148,11 +148,18 @@ async fn a_flipped_byte_in_a_snapshot_is_detected_and_never_used() {
 
     // With the log's beginning gone (retention) and every snapshot damaged, it refuses.
     std::fs::write(&newest, &good).unwrap();
-    let retention =
-        support::config_file(dir.path(), "retention.toml", "[storage]\nsnapshots_kept = 1\nwal_retention_snapshots = 1\n");
+    let retention = support::config_file(
+        dir.path(),
+        "retention.toml",
+        "[storage]\nsnapshots_kept = 1\nwal_retention_snapshots = 1\n",
+    );
     let server = serve(&data_dir, &["--config", arg(&retention)]);
     let http = Http::new(server.address);
-    http.post("/v1/transfers", json!({"id": "c-0", "debit_account": "bank", "credit_account": "user-0", "amount": "1"})).await;
+    http.post(
+        "/v1/transfers",
+        json!({"id": "c-0", "debit_account": "bank", "credit_account": "user-0", "amount": "1"}),
+    )
+    .await;
     server.terminate();
     printed(run(&["snapshot", "create", "--data-dir", arg(&data_dir), "--config", arg(&retention)])).assert_success();
     let verified = printed(run(&["verify", "--data-dir", arg(&data_dir)]));
@@ -195,7 +202,10 @@ async fn a_flipped_byte_in_a_log_record_is_detected() {
     println!("flipped one byte in {} stored copies of {needle}", found.len());
 
     // With the high-water mark of the clean stop, the damage is always detected.
-    assert!(refuses_or_serves_a_true_prefix(&data_dir, &pristine, &config).await, "a log shorter than its mark was served");
+    assert!(
+        refuses_or_serves_a_true_prefix(&data_dir, &pristine, &config).await,
+        "a log shorter than its mark was served"
+    );
     let failure = start_server(&data_dir, &["--config", arg(&config)]).err().unwrap();
     println!("serve refused: {}", failure.stderr.lines().last().unwrap());
 

@@ -183,7 +183,8 @@ async fn open_accounts(http: &Http) {
 /// Every acknowledged write is there, with its amount and status.
 async fn check_acknowledged(http: &Http, acknowledged: &HashMap<String, Acknowledged>, round: u64, seed: u64) {
     let entries: Vec<(String, Acknowledged)> = acknowledged.iter().map(|(id, ack)| (id.clone(), ack.clone())).collect();
-    let chunks: Vec<Vec<(String, Acknowledged)>> = entries.chunks(entries.len().div_ceil(8).max(1)).map(<[_]>::to_vec).collect();
+    let chunks: Vec<Vec<(String, Acknowledged)>> =
+        entries.chunks(entries.len().div_ceil(8).max(1)).map(<[_]>::to_vec).collect();
     let mut tasks = Vec::new();
     for chunk in chunks {
         let http = http.clone();
@@ -193,7 +194,10 @@ async fn check_acknowledged(http: &Http, acknowledged: &HashMap<String, Acknowle
                 assert_eq!(status, StatusCode::OK, "round {round}, seed {seed}: acknowledged {id} lost: {transfer}");
                 let amount: Decimal = transfer["amount"].as_str().unwrap().parse().unwrap();
                 assert_eq!(amount, ack.amount, "{id}");
-                assert_eq!((transfer["debit_account"].as_str(), transfer["credit_account"].as_str()), (Some(ack.debit.as_str()), Some(ack.credit.as_str())));
+                assert_eq!(
+                    (transfer["debit_account"].as_str(), transfer["credit_account"].as_str()),
+                    (Some(ack.debit.as_str()), Some(ack.credit.as_str()))
+                );
                 let status = transfer["status"].as_str().unwrap();
                 match (ack.pending, ack.settled, ack.settle_sent) {
                     (false, _, _) => assert_eq!(status, "posted", "{id}"),
@@ -269,8 +273,7 @@ fn check_verify(data_dir: &Path, acknowledged: usize) -> u64 {
     let verified = printed(run(&["verify", "--data-dir", arg(data_dir)]));
     verified.assert_success();
     assert_eq!(verified.field("result"), Some("sound"));
-    let transfers: usize =
-        verified.field("transfers").unwrap().split_whitespace().next().unwrap().parse().unwrap();
+    let transfers: usize = verified.field("transfers").unwrap().split_whitespace().next().unwrap().parse().unwrap();
     assert!(transfers >= acknowledged, "verify counts {transfers} transfers, {acknowledged} were acknowledged");
     verified.field("last_seq").unwrap().parse().unwrap()
 }
@@ -329,7 +332,10 @@ async fn crash_rounds(rounds: u64) {
         let verified_seq = check_verify(&data_dir, map.len());
         assert!(verified_seq >= last_seq, "the log went back from {last_seq} to {verified_seq}");
         last_seq = verified_seq;
-        println!("round {round}: killed after {run_for:?}; {} acknowledged so far, all present; last_seq {last_seq}", map.len());
+        println!(
+            "round {round}: killed after {run_for:?}; {} acknowledged so far, all present; last_seq {last_seq}",
+            map.len()
+        );
     }
     let total = acknowledged.lock().await.len();
     assert!(total > 100, "the load made progress ({total} acknowledged)");
@@ -375,7 +381,9 @@ fn wait_for_snapshot_write(data_dir: &Path, child: &mut std::process::Child, dea
 
 fn tmp_files(data_dir: &Path) -> usize {
     std::fs::read_dir(data_dir.join("snapshots"))
-        .map(|entries| entries.filter_map(Result::ok).filter(|entry| entry.file_name().to_string_lossy().ends_with(".tmp")).count())
+        .map(|entries| {
+            entries.filter_map(Result::ok).filter(|entry| entry.file_name().to_string_lossy().ends_with(".tmp")).count()
+        })
         .unwrap_or(0)
 }
 

@@ -62,7 +62,8 @@ fn every_path_the_docker_files_name_exists() {
             assert!(repository().join(source).exists(), "Dockerfile copies missing {source}");
         }
     }
-    for needle in ["USER ledgerd", "VOLUME", "HEALTHCHECK", "/health", "cargo build --release --locked -p api --bin ledgerd"]
+    for needle in
+        ["USER ledgerd", "VOLUME", "HEALTHCHECK", "/health", "cargo build --release --locked -p api --bin ledgerd"]
     {
         assert!(dockerfile.contains(needle), "Dockerfile lacks {needle}");
     }
@@ -124,10 +125,8 @@ fn metric_names(text: &str) -> BTreeSet<String> {
             .map_or(text.len(), |length| start + length);
         if !preceded_by_word {
             let name = &text[start..end];
-            let family = ["_bucket", "_sum", "_count"]
-                .iter()
-                .find_map(|suffix| name.strip_suffix(suffix))
-                .unwrap_or(name);
+            let family =
+                ["_bucket", "_sum", "_count"].iter().find_map(|suffix| name.strip_suffix(suffix)).unwrap_or(name);
             names.insert(family.to_owned());
         }
         at = end;

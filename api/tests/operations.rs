@@ -51,7 +51,10 @@ async fn send_transfers(http: &Http, names: &[String], prefix: &str, count: usiz
         let id = format!("{prefix}-{index}");
         let amount = format!("{}.{:02}", cents / 100, cents % 100);
         let (status, body) = http
-            .post("/v1/transfers", json!({"id": id, "debit_account": debit, "credit_account": credit, "amount": amount}))
+            .post(
+                "/v1/transfers",
+                json!({"id": id, "debit_account": debit, "credit_account": credit, "amount": amount}),
+            )
             .await;
         match status {
             StatusCode::CREATED => {
@@ -206,9 +209,8 @@ async fn snapshot_list_verify_and_verify_report_and_respect_the_lock() {
     let names = open_accounts(&http, 3).await;
     let mut random = Random::new(7);
     let sent = send_transfers(&http, &names, "t", 30, &mut random).await;
-    let (status, _) = http
-        .post("/v1/accounts", json!({"id": "eu-bank", "currency": "EUR", "overdraft_limit": "unlimited"}))
-        .await;
+    let (status, _) =
+        http.post("/v1/accounts", json!({"id": "eu-bank", "currency": "EUR", "overdraft_limit": "unlimited"})).await;
     assert_eq!(status, StatusCode::CREATED);
     http.post("/v1/accounts", json!({"id": "eu-user", "currency": "EUR"})).await;
     let (status, hold) = http
@@ -218,7 +220,9 @@ async fn snapshot_list_verify_and_verify_report_and_respect_the_lock() {
 
     // While the server runs: commands that need the log refuse clearly; those that read only
     // snapshot files work.
-    for command in [vec!["snapshot", "create", "--data-dir", arg(&data_dir)], vec!["verify", "--data-dir", arg(&data_dir)]] {
+    for command in
+        [vec!["snapshot", "create", "--data-dir", arg(&data_dir)], vec!["verify", "--data-dir", arg(&data_dir)]]
+    {
         printed(run(&command)).assert_error(&["locked", "stop the server"]);
     }
     printed(run(&["snapshot", "list", "--data-dir", arg(&data_dir)])).assert_success();
@@ -254,7 +258,9 @@ async fn snapshot_list_verify_and_verify_report_and_respect_the_lock() {
     let text = printed(run(&["snapshot", "list", "--data-dir", arg(&data_dir)]));
     let lines: Vec<&str> = text.assert_success().stdout.lines().collect();
     assert_eq!(lines.len(), 1);
-    assert!(lines[0].starts_with(&id) && lines[0].contains(&format!("seq={last_seq}")) && lines[0].contains("accounts=6"));
+    assert!(
+        lines[0].starts_with(&id) && lines[0].contains(&format!("seq={last_seq}")) && lines[0].contains("accounts=6")
+    );
 
     printed(run(&["snapshot", "verify", "--data-dir", arg(&data_dir)])).assert_success();
     let one = printed(run(&["snapshot", "verify", "--data-dir", arg(&data_dir), "--id", &id]));
@@ -273,7 +279,11 @@ async fn snapshot_list_verify_and_verify_report_and_respect_the_lock() {
     assert_eq!(verified.field("currency EUR"), Some("accounts 2, balances sum 0.00, positive balances 0.00"));
     assert!(verified.field("currency USD").unwrap().contains("balances sum 0.00"), "{}", verified.stdout);
     assert_eq!(verified.field("result"), Some("sound"));
-    assert!(verified.field("snapshots").unwrap().starts_with("1 sound, 1 compared with the log"), "{}", verified.stdout);
+    assert!(
+        verified.field("snapshots").unwrap().starts_with("1 sound, 1 compared with the log"),
+        "{}",
+        verified.stdout
+    );
 
     // Missing data dirs are reported, never created.
     let missing = dir.path().join("missing");

@@ -132,7 +132,8 @@ pub fn start_server(data_dir: &Path, extra: &[&str]) -> Result<Server, StartFail
     loop {
         match lines.recv_timeout(Duration::from_millis(20)) {
             Ok(line) => {
-                let address = line.strip_prefix("listening on ").unwrap_or_else(|| panic!("unexpected stdout {line:?}"));
+                let address =
+                    line.strip_prefix("listening on ").unwrap_or_else(|| panic!("unexpected stdout {line:?}"));
                 return Ok(Server { child, address: address.parse().unwrap(), stderr: Some(stderr) });
             }
             Err(mpsc::RecvTimeoutError::Timeout | mpsc::RecvTimeoutError::Disconnected) => {}
@@ -203,9 +204,18 @@ impl Http {
         self
     }
 
-    pub async fn try_send(&self, method: Method, path: &str, body: Option<&Value>) -> Result<(StatusCode, Value), String> {
+    pub async fn try_send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<(StatusCode, Value), String> {
         let (status, body) = self.try_send_raw(method, path, body).await?;
-        let value = if body.is_empty() { Value::Null } else { serde_json::from_slice(&body).map_err(|error| error.to_string())? };
+        let value = if body.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&body).map_err(|error| error.to_string())?
+        };
         Ok((status, value))
     }
 
@@ -216,7 +226,12 @@ impl Http {
         (status, String::from_utf8(body.to_vec()).unwrap())
     }
 
-    pub async fn try_send_raw(&self, method: Method, path: &str, body: Option<&Value>) -> Result<(StatusCode, Bytes), String> {
+    pub async fn try_send_raw(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<(StatusCode, Bytes), String> {
         let mut builder = Request::builder().method(method).uri(format!("http://{}{path}", self.address));
         if let Some(token) = &self.token {
             builder = builder.header("authorization", format!("Bearer {token}"));
@@ -359,7 +374,9 @@ pub fn ledger_balances(ledger: &Ledger) -> BTreeMap<String, String> {
     ledger
         .accounts
         .values()
-        .map(|account| (account.id.to_string(), engine::amount::format_scaled(account.balance(), account.currency.scale)))
+        .map(|account| {
+            (account.id.to_string(), engine::amount::format_scaled(account.balance(), account.currency.scale))
+        })
         .collect()
 }
 
