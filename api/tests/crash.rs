@@ -320,6 +320,7 @@ async fn crash_rounds(rounds: u64) {
 
         let server = serve(&data_dir, &config_args);
         let http = Http::new(server.address);
+        support::wait_until_serving(&http, "/v1/accounts/usd-bank").await;
         let map = acknowledged.lock().await.clone();
         check_acknowledged(&http, &map, round, seed).await;
         check_balances(&http).await;
@@ -442,6 +443,7 @@ async fn sigkill_during_a_snapshot_write_loses_nothing() {
     }
     let server = serve(&data_dir, &["--config", arg(&config)]);
     let http = Http::new(server.address);
+    support::wait_until_serving(&http, "/v1/accounts/acct-0").await;
     let sample: Vec<String> = expected_balances.keys().step_by(97).cloned().collect();
     let actual = support::balances(&http, sample.iter().cloned()).await;
     for name in &sample {

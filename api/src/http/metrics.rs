@@ -128,6 +128,7 @@ fn describe_and_register() {
         "Unix time at which the newest periodic snapshot was written."
     );
     metrics::counter!(crate::snapshot_scheduler::SNAPSHOT_FAILURES_TOTAL).increment(0);
+    metrics::counter!(WAL_BYTES_TOTAL).increment(0);
     for result in ["created", "exists"] {
         metrics::counter!(TRANSFERS_TOTAL, "result" => result).increment(0);
     }

@@ -358,6 +358,20 @@ pub fn ledger_of(records: &[Record], count: usize) -> Ledger {
     ledger
 }
 
+/// Polls `GET path` (with a deadline) until it answers something other than 503: after
+/// `listening on`, the shards may still be loading a large recovered ledger.
+pub async fn wait_until_serving(http: &Http, path: &str) {
+    let deadline = Instant::now() + STARTUP_DEADLINE;
+    loop {
+        match http.try_send(Method::GET, path, None).await {
+            Ok((status, _)) if status != StatusCode::SERVICE_UNAVAILABLE => return,
+            Ok(_) | Err(_) => {}
+        }
+        assert!(Instant::now() < deadline, "GET {path} still unavailable after {STARTUP_DEADLINE:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Every account's balance via HTTP, as printed (`"12.50"`).
 pub async fn balances(http: &Http, accounts: impl IntoIterator<Item = String>) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
