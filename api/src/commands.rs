@@ -3,7 +3,8 @@
 //! This module owns their flags, what they print and the behaviour the contract leaves open:
 //!
 //! - A data dir given to any of them must exist (it is never created, except `restore`'s new
-//!   one). `snapshot create`, `verify` and `restore` (on its source, when it reads its log)
+//!   one), and `snapshot create` and `verify` need its log (`wal/`): a folder of snapshot files
+//!   alone is checked with `snapshot verify`. `snapshot create`, `verify` and `restore` (on its source, when it reads its log)
 //!   take the data dir's lock, so they fail at once, clearly, while a server runs on it.
 //!   `snapshot list` and `snapshot verify` read only snapshot files, which are immutable once
 //!   written, so they take no lock and also work on a serving data dir or a backup copy.
@@ -146,6 +147,26 @@ fn lock_existing(path: &Path) -> Result<DataDirLock, CommandError> {
     DataDirLock::acquire(path).map_err(|error| CommandError::Locked { reason: error.to_string() })
 }
 
+/// Whether `path` holds a log (`wal/`); the commands never create one in a directory that
+/// has none.
+fn has_log(path: &Path) -> bool {
+    path.join(snapshots::wal::WAL_DIR_NAME).is_dir()
+}
+
+/// Locks an existing data dir and opens its log, which must exist.
+fn open_existing(path: &Path) -> Result<(DataDirLock, Wal), CommandError> {
+    existing_dir(path)?;
+    if !has_log(path) {
+        return Err(CommandError::Invalid(format!(
+            "{} has no log ({}/): not a data dir (`ledgerd snapshot verify` checks snapshot files alone)",
+            path.display(),
+            snapshots::wal::WAL_DIR_NAME
+        )));
+    }
+    let lock = lock_existing(path)?;
+    Ok((lock, Wal::open(path)?))
+}
+
 /// Milliseconds since the epoch, now.
 fn now_ms() -> i64 {
     (actors::system_clock())()
@@ -208,8 +229,7 @@ fn offline_config(config_file: Option<&Path>, data_dir: &Path) -> Result<Config,
 
 fn snapshot_create(args: &SnapshotCreateArgs) -> Result<(), CommandError> {
     let config = offline_config(args.config.as_deref(), &args.data_dir)?;
-    let _lock = lock_existing(&args.data_dir)?;
-    let wal = Wal::open(&args.data_dir)?;
+    let (_lock, wal) = open_existing(&args.data_dir)?;
     let mut progress = ProgressLine::new("snapshot create");
     let started = Instant::now();
     let taken = snapshot_scheduler::take_snapshot(
@@ -361,8 +381,11 @@ fn restore_source(args: &RestoreArgs) -> Result<RestoreSource, CommandError> {
             .and_then(Path::parent)
             .map(|dir| if dir.as_os_str().is_empty() { Path::new(".") } else { dir });
         let log_dir = match (&args.source_dir, own_dir) {
-            (Some(source), _) => Some(source.clone()),
-            (None, Some(own)) if own.join(snapshots::wal::WAL_DIR_NAME).is_dir() => Some(own.to_owned()),
+            (Some(source), _) => {
+                existing_dir(source)?;
+                has_log(source).then(|| source.clone())
+            }
+            (None, Some(own)) if has_log(own) => Some(own.to_owned()),
             (None, _) => None,
         };
         return Ok(RestoreSource { snapshot: as_path.to_owned(), log_dir });
@@ -383,7 +406,7 @@ fn restore_source(args: &RestoreArgs) -> Result<RestoreSource, CommandError> {
                 snapshots::snapshots_dir(source).display()
             )));
         }
-        return Ok(RestoreSource { snapshot, log_dir: Some(source.clone()) });
+        return Ok(RestoreSource { snapshot, log_dir: has_log(source).then(|| source.clone()) });
     }
     Err(CommandError::Invalid(format!(
         "--from {}: no such snapshot file, and not a snapshot id (snap-<20 digits>)",
@@ -482,14 +505,16 @@ fn write_restored(target: &Path, ledger: &Ledger) -> Result<SnapshotInfo, Comman
         parent.sync_all().map_err(|error| CommandError::Failed(format!("fsync {}: {error}", target.display())))?;
     }
     let info = snapshots::write_snapshot(target, ledger, now_ms())?;
+    // An empty log, so the new dir is a whole data dir; a server continues it after the
+    // snapshot's sequence.
+    drop(Wal::open(target)?);
     drop(lock);
     Ok(info)
 }
 
 /// `ledgerd verify`.
 pub fn run_verify(args: &VerifyArgs) -> Result<(), CommandError> {
-    let _lock = lock_existing(&args.data_dir)?;
-    let wal = Wal::open(&args.data_dir)?;
+    let (_lock, wal) = open_existing(&args.data_dir)?;
     let mut progress = ProgressLine::new("verify");
     let started = Instant::now();
     let audit = audit::audit_data_dir(&args.data_dir, &wal, |report| progress.report(report));

@@ -79,6 +79,9 @@ const ENVIRONMENT_PREFIX: &str = "LEDGERD_";
 /// How long in-flight requests get to finish after SIGTERM, beyond the request timeout.
 const DRAIN_GRACE: Duration = Duration::from_secs(5);
 
+/// How often a long recovery logs its progress.
+const RECOVERY_PROGRESS_PERIOD: Duration = Duration::from_secs(5);
+
 /// How often the metrics recorder's upkeep runs.
 const METRICS_UPKEEP_PERIOD: Duration = Duration::from_secs(5);
 
@@ -182,8 +185,21 @@ impl Engine {
         let recovery_failed =
             |reason: String| ServeError::Recovery { path: data_dir.clone(), reason: one_line(&reason) };
         let recovered = tokio::task::spawn_blocking(move || {
+            // Progress at info level at most every RECOVERY_PROGRESS_PERIOD, for long replays.
+            let started = std::time::Instant::now();
+            let mut last_report = started;
             snapshots::recover(&recovering, |progress| {
                 tracing::debug!(applied_seq = progress.applied_seq, target_seq = progress.target_seq, "recovering");
+                if last_report.elapsed() >= RECOVERY_PROGRESS_PERIOD {
+                    last_report = std::time::Instant::now();
+                    tracing::info!(
+                        applied_seq = progress.applied_seq,
+                        target_seq = progress.target_seq,
+                        replayed_records = progress.replayed_records,
+                        elapsed_seconds = started.elapsed().as_secs(),
+                        "recovering"
+                    );
+                }
             })
         })
         .await

@@ -4,13 +4,11 @@
 //! container's config starts the real server, and every metric the dashboard and the alerts
 //! use is one that server exposes.
 
-mod support;
-
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use support::{Http, arg, serve};
+use crate::support::{Http, arg, serve};
 
 fn repository() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned()

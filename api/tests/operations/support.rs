@@ -3,7 +3,7 @@
 //! instead of panicking (servers get SIGKILLed mid-request here), seeds, and data dirs
 //! written straight through the log for tests that need many records quickly.
 
-#![allow(dead_code, reason = "each test binary uses its own part of these helpers")]
+#![allow(dead_code, reason = "not every suite uses every helper")]
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read};

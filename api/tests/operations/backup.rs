@@ -3,20 +3,18 @@
 //! backup then passes `ledgerd verify`, holds every transfer acknowledged before the backup was
 //! asked for, restores to a point in time, and serves. Also the route's refusals.
 
-mod support;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
+use crate::support::{Http, arg, printed, run, serve};
 use hyper::{Method, StatusCode};
 use serde_json::json;
-use support::{Http, arg, printed, run, serve};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_online_backup_under_writes_is_a_complete_data_dir() {
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().join("data");
-    let config = support::config_file(dir.path(), "ledgerd.toml", "[storage]\nsnapshot_interval_seconds = 1\n");
+    let config = crate::support::config_file(dir.path(), "ledgerd.toml", "[storage]\nsnapshot_interval_seconds = 1\n");
     let server = serve(&data_dir, &["--config", arg(&config)]);
     let http = Http::new(server.address);
     http.post("/v1/accounts", json!({"id": "bank", "currency": "USD", "overdraft_limit": "unlimited"})).await;
@@ -94,7 +92,7 @@ async fn an_online_backup_under_writes_is_a_complete_data_dir() {
     assert_eq!(verified.field("last_seq"), Some(seq.to_string().as_str()), "{}", verified.stdout);
     assert_eq!(verified.field("log"), Some(format!("seq 1 to {seq}").as_str()));
     // Point in time inside the backup: its log reaches back to seq 1.
-    let snapshot_files = support::snapshot_files(&backup_dir);
+    let snapshot_files = crate::support::snapshot_files(&backup_dir);
     let oldest = snapshot_files.first().unwrap();
     let oldest_seq: u64 = oldest.file_stem().unwrap().to_str().unwrap()["snap-".len()..].parse().unwrap();
     let restored = dir.path().join("restored");

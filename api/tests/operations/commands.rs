@@ -1,14 +1,12 @@
 //! The offline commands against the real binary: `snapshot create|list|verify`, `restore`
 //! (point in time) and `verify`; log retention; the data dir lock; and their errors.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use crate::support::{Http, Random, arg, printed, run, serve};
 use hyper::StatusCode;
 use serde_json::{Value, json};
-use support::{Http, Random, arg, printed, run, serve};
 
 /// Opens `bank` (unlimited) and `user-0..users` in USD.
 async fn open_accounts(http: &Http, users: usize) -> Vec<String> {
@@ -91,11 +89,11 @@ fn listed(data_dir: &Path) -> Vec<Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn point_in_time_restore_gives_exactly_the_balances_at_that_seq() {
-    let seed = support::seed("RESTORE_SEED");
+    let seed = crate::support::seed("RESTORE_SEED");
     let mut random = Random::new(seed);
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().join("data");
-    let config = support::config_file(dir.path(), "ledgerd.toml", "[storage]\nsnapshot_interval_seconds = 0\n");
+    let config = crate::support::config_file(dir.path(), "ledgerd.toml", "[storage]\nsnapshot_interval_seconds = 0\n");
     let config_args = ["--config", arg(&config)];
 
     // Accounts, a snapshot, transfers, another snapshot, more transfers.
@@ -125,7 +123,7 @@ async fn point_in_time_restore_gives_exactly_the_balances_at_that_seq() {
 
     let list = listed(&data_dir);
     assert_eq!(list.len(), 2);
-    let files = support::snapshot_files(&data_dir);
+    let files = crate::support::snapshot_files(&data_dir);
 
     // Points in time: each snapshot's own seq, both ends, and random ones in between.
     let first_seq = u64::try_from(names.len()).unwrap();
@@ -164,7 +162,7 @@ async fn point_in_time_restore_gives_exactly_the_balances_at_that_seq() {
         let server = serve(&target, &config_args);
         let http = Http::new(server.address);
         let expected = balances_at(&names, &sent, to_seq);
-        let actual = support::balances(&http, names.iter().cloned()).await;
+        let actual = crate::support::balances(&http, names.iter().cloned()).await;
         let expected_text: BTreeMap<String, String> =
             expected.iter().map(|(name, cents)| (name.clone(), cents_text(*cents))).collect();
         assert_eq!(actual, expected_text, "balances at seq {to_seq} (seed {seed})");
@@ -203,7 +201,7 @@ async fn point_in_time_restore_gives_exactly_the_balances_at_that_seq() {
 async fn snapshot_list_verify_and_verify_report_and_respect_the_lock() {
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().join("data");
-    let config = support::config_file(dir.path(), "ledgerd.toml", "[storage]\nsnapshot_interval_seconds = 0\n");
+    let config = crate::support::config_file(dir.path(), "ledgerd.toml", "[storage]\nsnapshot_interval_seconds = 0\n");
     let server = serve(&data_dir, &["--config", arg(&config)]);
     let http = Http::new(server.address);
     let names = open_accounts(&http, 3).await;
@@ -248,7 +246,7 @@ async fn snapshot_list_verify_and_verify_report_and_respect_the_lock() {
     assert_eq!(entry["id"], id.as_str());
     assert_eq!(entry["seq"], last_seq);
     assert_eq!(entry["accounts"], 6);
-    let file = &support::snapshot_files(&data_dir)[0];
+    let file = &crate::support::snapshot_files(&data_dir)[0];
     assert_eq!(entry["bytes"], std::fs::metadata(file).unwrap().len());
     let created_at = entry["created_at"].as_str().unwrap();
     assert!(
@@ -285,6 +283,15 @@ async fn snapshot_list_verify_and_verify_report_and_respect_the_lock() {
         verified.stdout
     );
 
+    // A folder of snapshot files alone: `snapshot verify` checks it, `verify` needs a log
+    // and creates none.
+    let snapshots_only = dir.path().join("snapshots-only");
+    crate::support::copy_tree(&data_dir.join("snapshots"), &snapshots_only.join("snapshots"));
+    printed(run(&["verify", "--data-dir", arg(&snapshots_only)])).assert_error(&["has no log"]);
+    printed(run(&["snapshot", "create", "--data-dir", arg(&snapshots_only)])).assert_error(&["has no log"]);
+    assert!(!snapshots_only.join("wal").exists());
+    printed(run(&["snapshot", "verify", "--data-dir", arg(&snapshots_only)])).assert_success();
+
     // Missing data dirs are reported, never created.
     let missing = dir.path().join("missing");
     for command in [
@@ -312,7 +319,7 @@ async fn log_retention_drops_only_covered_log_and_the_default_keeps_it() {
         [("kept", "", true), ("retained", "snapshots_kept = 2\nwal_retention_snapshots = 1\n", false)]
     {
         let data_dir = dir.path().join(name);
-        let config = support::config_file(
+        let config = crate::support::config_file(
             dir.path(),
             &format!("{name}.toml"),
             &format!("[storage]\nsnapshot_interval_seconds = 0\n{retention}"),
@@ -350,7 +357,7 @@ async fn log_retention_drops_only_covered_log_and_the_default_keeps_it() {
 async fn periodic_snapshots_are_taken_while_serving() {
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().join("data");
-    let config = support::config_file(
+    let config = crate::support::config_file(
         dir.path(),
         "ledgerd.toml",
         "[storage]\nsnapshot_interval_seconds = 1\nsnapshots_kept = 2\n",
@@ -366,7 +373,7 @@ async fn periodic_snapshots_are_taken_while_serving() {
     loop {
         sent.extend(send_transfers(&http, &names, &format!("p{round}"), 10, &mut random).await);
         round += 1;
-        let newest = support::snapshot_files(&data_dir).len();
+        let newest = crate::support::snapshot_files(&data_dir).len();
         if newest >= 2 && round >= 3 {
             break;
         }

@@ -4,13 +4,11 @@
 //! one clear line), and none ever produces wrong balances: whatever a server starts with is
 //! exactly the state of the undamaged log at some sequence.
 
-mod support;
-
 use std::path::{Path, PathBuf};
 
+use crate::support::{Http, arg, printed, run, serve, start_server};
 use hyper::StatusCode;
 use serde_json::json;
-use support::{Http, arg, printed, run, serve, start_server};
 
 const USERS: usize = 5;
 const TRANSFERS: usize = 120;
@@ -53,14 +51,14 @@ async fn written_data_dir(data_dir: &Path, config: &Path) -> u64 {
 }
 
 fn no_periodic_snapshots(dir: &Path) -> PathBuf {
-    support::config_file(dir, "ledgerd.toml", "[storage]\nsnapshot_interval_seconds = 0\n")
+    crate::support::config_file(dir, "ledgerd.toml", "[storage]\nsnapshot_interval_seconds = 0\n")
 }
 
 /// The state of the undamaged copy at `seq`, as balances.
 fn reference_balances(pristine: &Path, seq: u64) -> std::collections::BTreeMap<String, String> {
     let wal = snapshots::Wal::open(pristine).unwrap();
     let (ledger, _, _) = snapshots::replay_data_dir(pristine, &wal, Some(seq), |_| {}).unwrap();
-    support::ledger_balances(&ledger)
+    crate::support::ledger_balances(&ledger)
 }
 
 /// Every offset of `needle` in `haystack`.
@@ -83,7 +81,7 @@ async fn refuses_or_serves_a_true_prefix(data_dir: &Path, pristine: &Path, confi
         }
         Ok(server) => {
             let http = Http::new(server.address);
-            let served = support::balances(&http, account_names()).await;
+            let served = crate::support::balances(&http, account_names()).await;
             server.terminate();
             let verified = printed(run(&["verify", "--data-dir", arg(data_dir)]));
             verified.assert_success();
@@ -116,10 +114,10 @@ async fn a_flipped_byte_in_a_snapshot_is_detected_and_never_used() {
     for index in 0..20 {
         http.post("/v1/transfers", json!({"id": format!("b-{index}"), "debit_account": format!("user-{}", index % USERS), "credit_account": "bank", "amount": "1.05"})).await;
     }
-    let expected = support::balances(&http, account_names()).await;
+    let expected = crate::support::balances(&http, account_names()).await;
     server.terminate();
     let newest_id = printed(run(&["snapshot", "create", "--data-dir", arg(&data_dir)])).stdout.trim().to_owned();
-    let files = support::snapshot_files(&data_dir);
+    let files = crate::support::snapshot_files(&data_dir);
     assert_eq!(files.len(), 2);
     let newest = files[1].clone();
     let good = std::fs::read(&newest).unwrap();
@@ -142,13 +140,13 @@ async fn a_flipped_byte_in_a_snapshot_is_detected_and_never_used() {
     // the acknowledged state.
     let server = serve(&data_dir, &["--config", arg(&config)]);
     let http = Http::new(server.address);
-    assert_eq!(support::balances(&http, account_names()).await, expected);
+    assert_eq!(crate::support::balances(&http, account_names()).await, expected);
     let log = server.terminate();
     assert!(log.contains("not sound"), "recovery reports the damaged snapshot:\n{log}");
 
     // With the log's beginning gone (retention) and every snapshot damaged, it refuses.
     std::fs::write(&newest, &good).unwrap();
-    let retention = support::config_file(
+    let retention = crate::support::config_file(
         dir.path(),
         "retention.toml",
         "[storage]\nsnapshots_kept = 1\nwal_retention_snapshots = 1\n",
@@ -164,7 +162,7 @@ async fn a_flipped_byte_in_a_snapshot_is_detected_and_never_used() {
     printed(run(&["snapshot", "create", "--data-dir", arg(&data_dir), "--config", arg(&retention)])).assert_success();
     let verified = printed(run(&["verify", "--data-dir", arg(&data_dir)]));
     assert!(!verified.assert_success().field("log").unwrap().starts_with("seq 1 "), "{}", verified.stdout);
-    let only = support::snapshot_files(&data_dir);
+    let only = crate::support::snapshot_files(&data_dir);
     assert_eq!(only.len(), 1);
     let mut damaged = std::fs::read(&only[0]).unwrap();
     let middle = damaged.len() / 2;
@@ -186,7 +184,7 @@ async fn a_flipped_byte_in_a_log_record_is_detected() {
     let config = no_periodic_snapshots(dir.path());
     let last_seq = written_data_dir(&data_dir, &config).await;
     let pristine = dir.path().join("pristine");
-    support::copy_tree(&data_dir, &pristine);
+    crate::support::copy_tree(&data_dir, &pristine);
 
     // Damage every stored copy of one record in the middle of the log (sled may hold a value
     // both in its update and in a consolidated node).
@@ -224,7 +222,7 @@ async fn a_truncated_last_log_entry_is_detected() {
     let config = no_periodic_snapshots(dir.path());
     let last_seq = written_data_dir(&data_dir, &config).await;
     let pristine = dir.path().join("pristine");
-    support::copy_tree(&data_dir, &pristine);
+    crate::support::copy_tree(&data_dir, &pristine);
 
     // Cut sled's file in the middle of the last stored copy of the last transfer.
     let db = data_dir.join("wal").join("db");

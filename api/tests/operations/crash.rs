@@ -6,9 +6,7 @@
 //! server's periodic snapshot and of `ledgerd snapshot create`.
 //!
 //! `CRASH_SEED` repeats a run; `CRASH_ROUNDS` sets the number of kills (default 4). The soak
-//! (`cargo test -p api --test crash -- --ignored`) runs 40 rounds.
-
-mod support;
+//! (`cargo test --release -p api --test operations crash:: -- --ignored`) runs 40 rounds.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -16,10 +14,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::support::{Http, Random, arg, printed, run, serve};
 use hyper::{Method, StatusCode};
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
-use support::{Http, Random, arg, printed, run, serve};
 use tokio::sync::Mutex;
 
 /// USD accounts (`usd-bank` unlimited) and EUR accounts (`eur-bank` unlimited).
@@ -279,11 +277,11 @@ fn check_verify(data_dir: &Path, acknowledged: usize) -> u64 {
 }
 
 async fn crash_rounds(rounds: u64) {
-    let seed = support::seed("CRASH_SEED");
+    let seed = crate::support::seed("CRASH_SEED");
     let mut random = Random::new(seed);
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().join("data");
-    let config = support::config_file(
+    let config = crate::support::config_file(
         dir.path(),
         "ledgerd.toml",
         "[storage]\nsnapshot_interval_seconds = 1\nsnapshots_kept = 2\n",
@@ -320,7 +318,7 @@ async fn crash_rounds(rounds: u64) {
 
         let server = serve(&data_dir, &config_args);
         let http = Http::new(server.address);
-        support::wait_until_serving(&http, "/v1/accounts/usd-bank").await;
+        crate::support::wait_until_serving(&http, "/v1/accounts/usd-bank").await;
         let map = acknowledged.lock().await.clone();
         check_acknowledged(&http, &map, round, seed).await;
         check_balances(&http).await;
@@ -356,9 +354,9 @@ async fn soak_acknowledged_writes_survive_many_sigkills() {
 
 /// A data dir big enough that writing its snapshot takes a while.
 fn big_data_dir(data_dir: &Path) -> engine::Ledger {
-    let records = support::bank_records(20_000, 150_000, 5);
-    support::write_log(data_dir, &records, 10_000);
-    support::ledger_of(&records, records.len())
+    let records = crate::support::bank_records(20_000, 150_000, 5);
+    crate::support::write_log(data_dir, &records, 10_000);
+    crate::support::ledger_of(&records, records.len())
 }
 
 /// Polls (with a deadline) until a temporary snapshot file exists in `data_dir`, or the
@@ -393,12 +391,12 @@ async fn sigkill_during_a_snapshot_write_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().join("data");
     let expected = big_data_dir(&data_dir);
-    let expected_balances = support::ledger_balances(&expected);
+    let expected_balances = crate::support::ledger_balances(&expected);
 
     // 1. `ledgerd snapshot create`, killed while it writes the file.
     let mut caught = false;
     for _attempt in 0..5 {
-        let mut child = support::ledgerd()
+        let mut child = crate::support::ledgerd()
             .args(["snapshot", "create", "--data-dir", arg(&data_dir)])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
@@ -408,25 +406,25 @@ async fn sigkill_during_a_snapshot_write_loses_nothing() {
         let _ = child.kill();
         child.wait().unwrap();
         // Killed mid-write unless it managed to finish (rename) in the meantime.
-        caught = seen && support::snapshot_files(&data_dir).is_empty();
+        caught = seen && crate::support::snapshot_files(&data_dir).is_empty();
         if caught {
             break;
         }
         // It finished first: start over without its snapshot.
-        for file in support::snapshot_files(&data_dir) {
+        for file in crate::support::snapshot_files(&data_dir) {
             std::fs::remove_file(file).unwrap();
         }
     }
     assert!(caught, "never caught `snapshot create` writing its file");
     assert_eq!(tmp_files(&data_dir), 1, "the killed write left its temporary file");
-    assert!(support::snapshot_files(&data_dir).is_empty(), "no half-written file under a final name");
+    assert!(crate::support::snapshot_files(&data_dir).is_empty(), "no half-written file under a final name");
     let list = printed(run(&["snapshot", "list", "--data-dir", arg(&data_dir), "--json"]));
     assert_eq!(list.assert_success().stdout.trim(), "[]");
     let verified = check_verify(&data_dir, expected.transfers.len());
     assert_eq!(verified, expected.last_seq);
 
     // 2. The server's periodic snapshot, killed while it writes the file.
-    let config = support::config_file(dir.path(), "ledgerd.toml", "[storage]\nsnapshot_interval_seconds = 1\n");
+    let config = crate::support::config_file(dir.path(), "ledgerd.toml", "[storage]\nsnapshot_interval_seconds = 1\n");
     let mut server = serve(&data_dir, &["--config", arg(&config)]);
     let before = tmp_files(&data_dir);
     // The leftover temporary file has the same name as the one the server writes; wait for
@@ -443,9 +441,9 @@ async fn sigkill_during_a_snapshot_write_loses_nothing() {
     }
     let server = serve(&data_dir, &["--config", arg(&config)]);
     let http = Http::new(server.address);
-    support::wait_until_serving(&http, "/v1/accounts/acct-0").await;
+    crate::support::wait_until_serving(&http, "/v1/accounts/acct-0").await;
     let sample: Vec<String> = expected_balances.keys().step_by(97).cloned().collect();
-    let actual = support::balances(&http, sample.iter().cloned()).await;
+    let actual = crate::support::balances(&http, sample.iter().cloned()).await;
     for name in &sample {
         assert_eq!(actual[name], expected_balances[name], "{name}");
     }
