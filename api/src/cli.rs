@@ -9,6 +9,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use crate::commands::{self, RestoreArgs, SnapshotCommand, VerifyArgs};
 use crate::serve::{self, ServeArgs};
 
 /// ledgerd, a double-entry ledger server.
@@ -24,6 +25,13 @@ pub struct Cli {
 pub enum Command {
     /// Runs the server.
     Serve(ServeArgs),
+    /// Snapshots of a data dir: create (offline), list, verify.
+    #[command(subcommand)]
+    Snapshot(SnapshotCommand),
+    /// Builds a new data dir from a snapshot and the log, up to a sequence (point in time).
+    Restore(RestoreArgs),
+    /// Offline: replays snapshots and log, checks every invariant, prints a summary.
+    Verify(VerifyArgs),
 }
 
 /// Exit code of a usage error (bad flags).
@@ -43,6 +51,9 @@ pub fn main() -> ExitCode {
 pub fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve::run(&args).map_err(|error| error.to_string()),
+        Command::Snapshot(command) => commands::run_snapshot(&command).map_err(|error| error.to_string()),
+        Command::Restore(args) => commands::run_restore(&args).map_err(|error| error.to_string()),
+        Command::Verify(args) => commands::run_verify(&args).map_err(|error| error.to_string()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -108,11 +119,22 @@ mod tests {
         use clap::CommandFactory;
         Cli::command().debug_assert();
         let cli = Cli::try_parse_from(["ledgerd", "serve", "--bind", "127.0.0.1:0", "--data-dir", "/tmp/x"]).unwrap();
-        #[allow(unreachable_patterns, reason = "other subcommands are added later")]
         match cli.command {
             Command::Serve(args) => assert_eq!(args.bind.unwrap().port(), 0),
             _ => panic!("parsed as another command"),
         }
         assert!(Cli::try_parse_from(["ledgerd", "serve", "--bind", "nope"]).is_err());
+        let cli = Cli::try_parse_from(["ledgerd", "restore", "--from", "snap-1", "--data-dir", "new", "--to-seq", "7"])
+            .unwrap();
+        match cli.command {
+            Command::Restore(args) => assert_eq!((args.from.as_str(), args.to_seq), ("snap-1", Some(7))),
+            _ => panic!("parsed as another command"),
+        }
+        let cli = Cli::try_parse_from(["ledgerd", "snapshot", "list", "--data-dir", "d", "--json"]).unwrap();
+        assert!(matches!(cli.command, Command::Snapshot(SnapshotCommand::List(args)) if args.json));
+        assert!(Cli::try_parse_from(["ledgerd", "snapshot", "create"]).is_err(), "--data-dir is required");
+        assert!(
+            Cli::try_parse_from(["ledgerd", "restore", "--from", "x", "--data-dir", "d", "--to-seq", "-1"]).is_err()
+        );
     }
 }

@@ -6,10 +6,10 @@
 //! unauthenticated server beyond loopback, the data directory (created when missing, locked
 //! against a second process), the wiring of recovery, committer and actors ([`Engine`]), the
 //! server's life (bind, `/ready` 503 until recovery is done, `listening on ADDR` on stdout once
-//! ready, graceful drain on SIGTERM/SIGINT, then actors and committer stopped in order), the
-//! webhook providers' secrets (read from the environment before anything binds) and the
-//! webhook service over the recovered bookkeeping, and [`build_app`], the same wiring without
-//! a socket for tests.
+//! ready, periodic snapshots, graceful drain on SIGTERM/SIGINT, then the snapshot thread, the
+//! actors and the committer stopped in order), the webhook providers' secrets (read from the
+//! environment before anything binds) and the webhook service over the recovered bookkeeping,
+//! and [`build_app`], the same wiring without a socket for tests.
 
 use std::collections::BTreeMap;
 use std::future::IntoFuture;
@@ -27,6 +27,8 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::http::{self, AppState};
+use crate::log_watermark::{self, WatermarkKeeper};
+use crate::snapshot_scheduler::{self, SchedulerSettings, SnapshotScheduler, SnapshotService};
 use crate::webhooks::providers::{ProviderError, Providers};
 use crate::webhooks::{WebhookSettings, Webhooks};
 
@@ -83,6 +85,9 @@ const ENVIRONMENT_PREFIX: &str = "LEDGERD_";
 /// How long in-flight requests get to finish after SIGTERM, beyond the request timeout.
 const DRAIN_GRACE: Duration = Duration::from_secs(5);
 
+/// How often a long recovery logs its progress.
+const RECOVERY_PROGRESS_PERIOD: Duration = Duration::from_secs(5);
+
 /// How often the metrics recorder's upkeep runs.
 const METRICS_UPKEEP_PERIOD: Duration = Duration::from_secs(5);
 
@@ -90,6 +95,17 @@ const METRICS_UPKEEP_PERIOD: Duration = Duration::from_secs(5);
 /// `LEDGERD_<SECTION>__<KEY>` variables of `environment`, then the flags; validated, and
 /// checked against binding a non-loopback address without auth.
 pub fn load_config(
+    args: &ServeArgs,
+    environment: impl IntoIterator<Item = (String, String)>,
+) -> Result<Config, ServeError> {
+    let config = load_config_unchecked_bind(args, environment)?;
+    check_bind_allowed(&config)?;
+    Ok(config)
+}
+
+/// [`load_config`] without the check of the bind address against auth, for the offline
+/// commands (which bind nothing).
+pub fn load_config_unchecked_bind(
     args: &ServeArgs,
     environment: impl IntoIterator<Item = (String, String)>,
 ) -> Result<Config, ServeError> {
@@ -118,7 +134,6 @@ pub fn load_config(
         config.server.bind = bind;
     }
     config.validate()?;
-    check_bind_allowed(&config)?;
     Ok(config)
 }
 
@@ -169,6 +184,12 @@ pub struct Engine {
     external: BTreeMap<(String, String), Vec<u8>>,
     commit: snapshots::CommitHandle,
     committer: Option<std::thread::JoinHandle<Result<(), snapshots::WalError>>>,
+    /// Periodic snapshots (`None` when `storage.snapshot_interval_seconds` is 0).
+    snapshot_scheduler: Option<SnapshotScheduler>,
+    /// Snapshots and online backups of this data dir, one at a time.
+    snapshot_service: Arc<SnapshotService>,
+    /// The log's durable high-water mark, kept up to date.
+    watermark: Option<WatermarkKeeper>,
     _lock: snapshots::DataDirLock,
 }
 
@@ -180,15 +201,36 @@ impl Engine {
         let recovery_failed =
             |reason: String| ServeError::Recovery { path: data_dir.clone(), reason: one_line(&reason) };
         let mut recovered = tokio::task::spawn_blocking(move || {
+            // Progress at info level at most every RECOVERY_PROGRESS_PERIOD, for long replays.
+            let started = std::time::Instant::now();
+            let mut last_report = started;
             snapshots::recover(&recovering, |progress| {
                 tracing::debug!(applied_seq = progress.applied_seq, target_seq = progress.target_seq, "recovering");
+                if last_report.elapsed() >= RECOVERY_PROGRESS_PERIOD {
+                    last_report = std::time::Instant::now();
+                    tracing::info!(
+                        applied_seq = progress.applied_seq,
+                        target_seq = progress.target_seq,
+                        replayed_records = progress.replayed_records,
+                        elapsed_seconds = started.elapsed().as_secs(),
+                        "recovering"
+                    );
+                }
             })
         })
         .await
         .map_err(|error| recovery_failed(error.to_string()))?
         .map_err(|error| recovery_failed(error.to_string()))?;
+        // A log that came back shorter than it durably was is refused, never served.
+        log_watermark::check(&data_dir, recovered.ledger.last_seq)
+            .map_err(|error| recovery_failed(error.to_string()))?;
         let snapshot_seq = recovered.snapshot.as_ref().map_or(0, |snapshot| snapshot.seq);
         metrics::gauge!(http::metrics::SNAPSHOT_LAST_SEQ).set(seq_as_gauge(snapshot_seq));
+        // The age of the newest snapshot counts from its creation, or from this start (which
+        // replayed the log) when there is none yet.
+        let snapshot_created_at_ms =
+            recovered.snapshot.as_ref().map_or_else(|| clock(), |snapshot| snapshot.created_at_ms);
+        snapshot_scheduler::record_snapshot_time(snapshot_created_at_ms);
         tracing::info!(
             last_seq = recovered.ledger.last_seq,
             snapshot_seq,
@@ -211,12 +253,17 @@ impl Engine {
         let next_seq = recovered.ledger.last_seq + 1;
         // The actors own accounts and transfers; the webhook service owns these.
         let external = std::mem::take(&mut recovered.ledger.external);
+        // The snapshot thread reads the log through its own clone of the open log.
+        let snapshot_wal = recovered.wal.clone();
+        let watermark =
+            WatermarkKeeper::start(data_dir.clone(), recovered.wal.clone(), log_watermark::WATERMARK_PERIOD)
+                .map_err(|error| ServeError::Start(one_line(&error.to_string())))?;
         let (commit, committer) = snapshots::Committer::start(recovered.wal, next_seq, settings);
         let ledger_settings = LedgerSettings {
             shards: config.engine.shards,
             max_in_flight_transfers: limits.max_in_flight_transfers,
             expiry_tick_ms: config.engine.expiry_tick_ms,
-            clock,
+            clock: clock.clone(),
         };
         let ledger = match LedgerHandle::start(ledger_settings, recovered.ledger, commit.clone()).await {
             Ok(ledger) => ledger,
@@ -226,7 +273,25 @@ impl Engine {
                 return Err(ServeError::Start(one_line(&error.to_string())));
             }
         };
-        Ok(Engine { ledger, external, commit, committer: Some(committer), _lock: lock })
+        let snapshot_service = Arc::new(SnapshotService::new(
+            data_dir.clone(),
+            snapshot_wal,
+            snapshot_scheduler::retention(config),
+            clock,
+        ));
+        let scheduler_settings =
+            SchedulerSettings { interval: Duration::from_secs(config.storage.snapshot_interval_seconds), snapshot_seq };
+        let snapshot_scheduler = SnapshotScheduler::start(scheduler_settings, snapshot_service.clone());
+        Ok(Engine {
+            ledger,
+            external,
+            commit,
+            committer: Some(committer),
+            snapshot_scheduler,
+            snapshot_service,
+            watermark: Some(watermark),
+            _lock: lock,
+        })
     }
 
     /// Starts the webhook service over the recovered bookkeeping (once; later calls see none).
@@ -250,9 +315,18 @@ impl Engine {
             .map_err(|error| ServeError::Start(one_line(&error.to_string())))
     }
 
-    /// Stops the actors (they finish what is in flight), then the committer (it writes what
-    /// was decided), then releases the data dir.
+    /// Snapshots and online backups of the served data dir.
+    pub fn snapshot_service(&self) -> &Arc<SnapshotService> {
+        &self.snapshot_service
+    }
+
+    /// Stops the snapshot thread (after the snapshot in progress), the actors (they finish
+    /// what is in flight), then the committer (it writes what was decided), records the log's
+    /// final high-water mark, then releases the data dir.
     pub async fn stop(mut self) {
+        if let Some(scheduler) = self.snapshot_scheduler.take() {
+            let _ = tokio::task::spawn_blocking(move || scheduler.stop()).await;
+        }
         self.ledger.shutdown().await;
         self.commit.close();
         let Some(committer) = self.committer.take() else {
@@ -262,6 +336,10 @@ impl Engine {
             Ok(Ok(Ok(()))) => {}
             Ok(Ok(Err(error))) => tracing::error!(%error, "the committer stopped with an error"),
             Ok(Err(_)) | Err(_) => tracing::error!("the committer thread panicked"),
+        }
+        // Everything is written: the last mark is the log's end.
+        if let Some(watermark) = self.watermark.take() {
+            let _ = tokio::task::spawn_blocking(move || watermark.stop()).await;
         }
     }
 }
@@ -302,6 +380,7 @@ pub async fn build_app(config: &Config, options: AppOptions) -> Result<App, Serv
     };
     let state = Arc::new(AppState::new(config, options.prometheus));
     state.set_webhooks(webhooks);
+    state.set_snapshot_service(engine.snapshot_service().clone());
     state.set_ready(engine.ledger.clone());
     Ok(App { router: http::router(state.clone()), state, engine })
 }
@@ -360,6 +439,7 @@ async fn serve(config: Config, providers: Providers) -> Result<(), ServeError> {
         }
     };
     state.set_webhooks(webhooks);
+    state.set_snapshot_service(engine.snapshot_service().clone());
     state.set_ready(engine.ledger.clone());
     announce(address);
     tracing::info!(%address, data_dir = %data_dir.display(), accounts = engine.ledger.account_count(), "ready");

@@ -226,6 +226,8 @@ async fn openapi_describes_every_route_body_and_error_code() {
         ("/v1/withdrawals/{id}", "get"),
         ("/v1/deposits", "post"),
         ("/v1/deposits/{id}", "get"),
+        ("/v1/admin/snapshots", "post"),
+        ("/v1/admin/backup", "post"),
     ];
     let paths = document["paths"].as_object().unwrap();
     assert_eq!(paths.values().map(|item| item.as_object().unwrap().len()).sum::<usize>(), expected.len());

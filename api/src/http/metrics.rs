@@ -127,6 +127,17 @@ fn describe_and_register() {
     let _ = metrics::histogram!(WAL_BATCH_SIZE);
     let _ = metrics::histogram!(SNAPSHOT_DURATION_SECONDS);
     metrics::gauge!(ACCOUNTS).set(0.0);
+    metrics::describe_counter!(
+        crate::snapshot_scheduler::SNAPSHOT_FAILURES_TOTAL,
+        "Periodic snapshots that failed (the log still holds everything; see the server's error log)."
+    );
+    metrics::describe_gauge!(
+        crate::snapshot_scheduler::SNAPSHOT_LAST_SUCCESS_TIMESTAMP_SECONDS,
+        metrics::Unit::Seconds,
+        "Unix time at which the newest periodic snapshot was written."
+    );
+    metrics::counter!(crate::snapshot_scheduler::SNAPSHOT_FAILURES_TOTAL).increment(0);
+    metrics::counter!(WAL_BYTES_TOTAL).increment(0);
     for result in ["created", "exists"] {
         metrics::counter!(TRANSFERS_TOTAL, "result" => result).increment(0);
     }

@@ -2,15 +2,16 @@
 //!
 //! This module owns [`AppState`] (config-derived limits, currencies, auth, rate limit, metrics
 //! and the [`LedgerHandle`] once recovery is done) and [`router`], which assembles one router
-//! per resource ([`accounts`], [`transfers`], withdrawals and deposits in [`webhooks`]) under
-//! `/v1` behind the auth guard, plus `POST /v1/webhooks/{provider}` (no token: providers sign
-//! their deliveries instead), `/health`, `/ready`, `/metrics` and `/openapi.json` (no token),
-//! and the layers every
+//! per resource ([`accounts`], [`transfers`], withdrawals and deposits in [`webhooks`],
+//! [`admin`]) under `/v1` behind the auth guard, plus `POST /v1/webhooks/{provider}` (no token:
+//! providers sign their deliveries instead), `/health`, `/ready`, `/metrics` and
+//! `/openapi.json` (no token), and the layers every
 //! request goes through: panic catching, the request-duration metric, the request timeout and
 //! the body limit. Unknown routes answer 404 `not_found` and wrong methods 405
 //! `method_not_allowed`, with the JSON error body.
 
 pub mod accounts;
+pub mod admin;
 pub mod auth;
 pub mod error;
 pub mod json;
@@ -43,6 +44,7 @@ use crate::http::auth::{Authenticator, CallerRateLimiter};
 use crate::http::error::ApiError;
 use crate::http::json::{BodyLimit, TextLimits};
 use crate::http::metrics::TransferMetrics;
+use crate::snapshot_scheduler::SnapshotService;
 use crate::webhooks::Webhooks;
 
 /// Limits on what clients may send, from `[limits]`.
@@ -69,6 +71,8 @@ pub struct AppState {
     ledger: OnceLock<LedgerHandle>,
     /// The webhook, deposit and withdrawal service, set with the ledger.
     webhooks: OnceLock<Arc<Webhooks>>,
+    /// Snapshots and backups of the served data dir (the admin routes); set with the ledger.
+    snapshot_service: OnceLock<Arc<SnapshotService>>,
 }
 
 impl AppState {
@@ -98,7 +102,20 @@ impl AppState {
             request_timeout: Duration::from_millis(config.server.request_timeout_ms),
             ledger: OnceLock::new(),
             webhooks: OnceLock::new(),
+            snapshot_service: OnceLock::new(),
         }
+    }
+
+    /// Gives the admin routes the served data dir's snapshots and backups.
+    pub fn set_snapshot_service(&self, service: Arc<SnapshotService>) {
+        if self.snapshot_service.set(service).is_err() {
+            tracing::warn!("set_snapshot_service called twice; keeping the first");
+        }
+    }
+
+    /// The snapshot service, or 503 `unavailable` while recovering.
+    pub fn snapshot_service(&self) -> Result<&Arc<SnapshotService>, ApiError> {
+        self.snapshot_service.get().ok_or_else(|| ApiError::unavailable("the ledger is recovering; retry later"))
     }
 
     /// Recovery is done: from now on `/ready` answers 200 and `/v1` routes reach `ledger`.
@@ -141,6 +158,12 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::guard));
     let timeout = state.request_timeout;
     let body_limit_bytes = state.body_limit_bytes;
+    // Snapshots and backups may outlast the request timeout: their routes get the same guard
+    // and body limit, but no timeout.
+    let admin = admin::router()
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::guard))
+        .layer(DefaultBodyLimit::max(body_limit_bytes))
+        .layer(Extension(BodyLimit(body_limit_bytes)));
     Router::new()
         .route("/health", get(health))
         .route("/ready", get(ready))
@@ -153,6 +176,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .layer(DefaultBodyLimit::max(body_limit_bytes))
         .layer(Extension(BodyLimit(body_limit_bytes)))
         .layer(ServiceBuilder::new().layer(HandleErrorLayer::new(timeout_error)).timeout(timeout))
+        .merge(admin)
         .layer(axum::middleware::from_fn(metrics::track_requests))
         .layer(CatchPanicLayer::custom(panic_response))
         .with_state(state)

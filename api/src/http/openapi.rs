@@ -16,7 +16,7 @@ use utoipa::{Modify, OpenApi};
 
 use crate::http::AppState;
 use crate::http::json::json_response;
-use crate::http::{accounts, transfers, webhooks};
+use crate::http::{accounts, admin, transfers, webhooks};
 
 /// The document.
 #[derive(OpenApi)]
@@ -43,6 +43,8 @@ use crate::http::{accounts, transfers, webhooks};
         webhooks::get_withdrawal,
         webhooks::create_deposit_order,
         webhooks::get_deposit_order,
+        admin::create_snapshot,
+        admin::create_backup,
     ),
     modifiers(&BearerSecurity),
     tags(
@@ -51,6 +53,7 @@ use crate::http::{accounts, transfers, webhooks};
         (name = "webhooks", description = "Signed deposit and withdrawal events from payment providers (no bearer token)."),
         (name = "withdrawals", description = "Withdrawals: a hold posted or voided by the provider's webhooks."),
         (name = "deposits", description = "Deposit orders, credited by the provider's webhooks."),
+        (name = "admin", description = "Snapshots and online backups of the served data dir."),
     )
 )]
 pub struct ApiDoc;
