@@ -9,6 +9,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use crate::bench::{self, BenchArgs};
 use crate::serve::{self, ServeArgs};
 
 /// ledgerd, a double-entry ledger server.
@@ -24,6 +25,9 @@ pub struct Cli {
 pub enum Command {
     /// Runs the server.
     Serve(ServeArgs),
+    /// The load generator: creates funded accounts, sends random transfers, reports
+    /// throughput, latency, results and whether the ledger still balances.
+    Bench(BenchArgs),
 }
 
 /// Exit code of a usage error (bad flags).
@@ -43,6 +47,7 @@ pub fn main() -> ExitCode {
 pub fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve::run(&args).map_err(|error| error.to_string()),
+        Command::Bench(args) => bench::run_command(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -108,11 +113,15 @@ mod tests {
         use clap::CommandFactory;
         Cli::command().debug_assert();
         let cli = Cli::try_parse_from(["ledgerd", "serve", "--bind", "127.0.0.1:0", "--data-dir", "/tmp/x"]).unwrap();
-        #[allow(unreachable_patterns, reason = "other subcommands are added later")]
         match cli.command {
             Command::Serve(args) => assert_eq!(args.bind.unwrap().port(), 0),
-            _ => panic!("parsed as another command"),
+            Command::Bench(_) => panic!("parsed as another command"),
         }
         assert!(Cli::try_parse_from(["ledgerd", "serve", "--bind", "nope"]).is_err());
+        let cli = Cli::try_parse_from(["ledgerd", "bench", "--target", "http://127.0.0.1:1", "--batch", "10"]).unwrap();
+        match cli.command {
+            Command::Bench(args) => assert_eq!((args.target.as_str(), args.batch), ("http://127.0.0.1:1", 10)),
+            Command::Serve(_) => panic!("parsed as another command"),
+        }
     }
 }
