@@ -218,7 +218,7 @@ async fn setup(client: &Client, options: &Options, naming: &Naming) -> anyhow::R
     client
         .execute(
             "INSERT INTO accounts (id, currency, balance, overdraft_limit) \
-             SELECT $1 || '-a' || index, 'USD', 0, 0 FROM generate_series(0, $2 - 1) AS index",
+             SELECT $1 || '-a' || index, 'USD', 0, 0 FROM generate_series(0, $2::bigint - 1) AS index",
             &[&run, &accounts],
         )
         .await
@@ -226,7 +226,7 @@ async fn setup(client: &Client, options: &Options, naming: &Naming) -> anyhow::R
     client
         .execute(
             "INSERT INTO transfers (id, debit_account, credit_account, amount) \
-             SELECT $1 || '-f' || index, $3, $1 || '-a' || index, $4 FROM generate_series(0, $2 - 1) AS index",
+             SELECT $1 || '-f' || index, $3, $1 || '-a' || index, $4 FROM generate_series(0, $2::bigint - 1) AS index",
             &[&run, &accounts, &funding, &amount],
         )
         .await
@@ -242,7 +242,11 @@ async fn setup(client: &Client, options: &Options, naming: &Naming) -> anyhow::R
         )
         .await
         .context("debiting the funding account")?;
-    client.batch_execute("VACUUM ANALYZE accounts; VACUUM ANALYZE transfers; CHECKPOINT").await.context("vacuum")?;
+    // One statement each: VACUUM cannot run in the implicit transaction of a multi-statement
+    // string.
+    for statement in ["VACUUM ANALYZE accounts", "VACUUM ANALYZE transfers", "CHECKPOINT"] {
+        client.batch_execute(statement).await.with_context(|| statement.to_owned())?;
+    }
     Ok(())
 }
 
