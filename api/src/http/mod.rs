@@ -14,6 +14,7 @@ pub mod error;
 pub mod json;
 pub mod metrics;
 pub mod openapi;
+pub mod transfer_json;
 pub mod transfers;
 
 use std::any::Any;
