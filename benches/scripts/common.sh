@@ -20,6 +20,8 @@ build_release() {
 # start_server: a release `ledgerd serve` on a fresh data dir; sets server_address.
 start_server() {
     server_dir="$(mktemp -d "${TMPDIR:-/tmp}/ledgerd-bench.XXXXXX")"
+    # Created before the server starts, so that the first read below never races its opening.
+    : >"$server_dir/stdout"
     RUST_LOG=warn "$ledgerd" serve --bind 127.0.0.1:0 --data-dir "$server_dir/data" \
         >"$server_dir/stdout" 2>"$server_dir/stderr" &
     server_pid=$!

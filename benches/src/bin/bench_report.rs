@@ -213,15 +213,38 @@ fn compare(reports: &[Report]) -> String {
 /// One line of a panel: (x, median throughput, median p99) by increasing x.
 type Series = Vec<(f64, f64, f64)>;
 
+/// The connections of the batched runs, when they all used the same number.
+fn batched_connections(reports: &[Report]) -> Option<usize> {
+    let mut connections: Vec<usize> = reports
+        .iter()
+        .filter(|report| report.system == "ledgerd" && report.workload == "transfers" && report.batch > 1)
+        .map(|report| report.connections)
+        .collect();
+    connections.sort_unstable();
+    connections.dedup();
+    match connections.as_slice() {
+        [only] => Some(*only),
+        _ => None,
+    }
+}
+
+/// The single-transfer runs by connections (`single`), or the runs by batch size: the batched
+/// runs and, when they share one connection count, the single-transfer run at that count
+/// (batch size 1).
 #[allow(clippy::cast_precision_loss, reason = "plotting small counts")]
 fn series(reports: &[Report], single: bool) -> Series {
+    let batch_connections = batched_connections(reports);
     let mut points: Series = group(reports)
         .into_iter()
+        .filter(|(configuration, _)| configuration.system == "ledgerd" && configuration.workload == "transfers")
         .filter(|(configuration, _)| {
-            configuration.system == "ledgerd"
-                && configuration.workload == "transfers"
-                && (configuration.batch == 1) == single
+            if single {
+                configuration.batch == 1
+            } else {
+                configuration.batch > 1 || Some(configuration.connections) == batch_connections
+            }
         })
+        .filter(|(configuration, _)| single || batch_connections.is_none_or(|count| configuration.connections == count))
         .map(|(configuration, medians)| {
             let x = if single { configuration.connections } else { configuration.batch };
             (x as f64, medians.throughput, medians.p99_ms)
@@ -236,19 +259,9 @@ fn chart(reports: &[Report], output: &Path, title: &str) -> anyhow::Result<()> {
     let single = series(reports, true);
     let batched = series(reports, false);
     anyhow::ensure!(!single.is_empty() || !batched.is_empty(), "no ledgerd transfer runs in the results");
-    let batched_connections: Vec<usize> = {
-        let mut connections: Vec<usize> = reports
-            .iter()
-            .filter(|report| report.system == "ledgerd" && report.batch > 1)
-            .map(|report| report.connections)
-            .collect();
-        connections.sort_unstable();
-        connections.dedup();
-        connections
-    };
-    let batched_label = match batched_connections.as_slice() {
-        [only] => format!("batches, {only} connections: by batch size"),
-        _ => "batches: by batch size".to_owned(),
+    let batched_label = match batched_connections(reports) {
+        Some(connections) => format!("batches, {connections} connections: by batch size"),
+        None => "batches: by batch size".to_owned(),
     };
     let root = SVGBackend::new(output, (1200, 520)).into_drawing_area();
     root.fill(&WHITE)?;
@@ -376,5 +389,9 @@ mod tests {
         }
         assert_eq!(series(&reports, true).len(), 2);
         assert_eq!(series(&reports, false).len(), 2);
+        // A single-transfer run at the batched runs' connection count is batch size 1.
+        let with_one = [&reports[..], &[run("ledgerd", 1, 8, 9_000.0, 2.0)]].concat();
+        assert_eq!(series(&with_one, false).first(), Some(&(1.0, 9_000.0, 2.0)));
+        assert_eq!(series(&with_one, true).len(), 3);
     }
 }
