@@ -480,7 +480,7 @@ mod tests {
             format!(r#"{{"transfers":[{item}],"transfers":[{item}]}}"#),
             format!(r#"{{"transfers":{item}}}"#),
             r#"{"atomic":false}"#.to_owned(),
-            format!(r#"{{"transfers":[{}]}}"#, vec![item; 9].join(",")),
+            format!(r#"{{"transfers":[{}]}}"#, [item; 9].join(",")),
         ] {
             assert!(read_batch(&limits(), body.as_bytes()).is_none(), "{body}");
         }
