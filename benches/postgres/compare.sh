@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# ledgerd beside PostgreSQL on the same workload, in the same session, on the same machine.
+# ledgerd beside PostgreSQL on the same workload, in one run of this script, on the same machine.
 #
 # Installs PostgreSQL from Debian (apt-get) when it is missing, inits a private cluster in a
 # temporary dir on a private port (127.0.0.1 only) with durable commits as shipped
