@@ -9,6 +9,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use crate::bench::{self, BenchArgs};
 use crate::commands::{self, RestoreArgs, SnapshotCommand, VerifyArgs};
 use crate::serve::{self, ServeArgs};
 
@@ -32,6 +33,9 @@ pub enum Command {
     Restore(RestoreArgs),
     /// Offline: replays snapshots and log, checks every invariant, prints a summary.
     Verify(VerifyArgs),
+    /// The load generator: creates funded accounts, sends random transfers, reports
+    /// throughput, latency, results and whether the ledger still balances.
+    Bench(BenchArgs),
 }
 
 /// Exit code of a usage error (bad flags).
@@ -54,6 +58,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Snapshot(command) => commands::run_snapshot(&command).map_err(|error| error.to_string()),
         Command::Restore(args) => commands::run_restore(&args).map_err(|error| error.to_string()),
         Command::Verify(args) => commands::run_verify(&args).map_err(|error| error.to_string()),
+        Command::Bench(args) => bench::run_command(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -136,5 +141,10 @@ mod tests {
         assert!(
             Cli::try_parse_from(["ledgerd", "restore", "--from", "x", "--data-dir", "d", "--to-seq", "-1"]).is_err()
         );
+        let cli = Cli::try_parse_from(["ledgerd", "bench", "--target", "http://127.0.0.1:1", "--batch", "10"]).unwrap();
+        match cli.command {
+            Command::Bench(args) => assert_eq!((args.target.as_str(), args.batch), ("http://127.0.0.1:1", 10)),
+            _ => panic!("parsed as another command"),
+        }
     }
 }

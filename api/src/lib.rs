@@ -6,11 +6,12 @@
 //! how far the log durably reached; [`commands`] are the offline commands (`snapshot
 //! create|list|verify`, `restore`, `verify`) and [`audit`] the full check behind `verify`;
 //! [`http`] is the axum application (routes, auth, errors, metrics, OpenAPI); [`webhooks`]
-//! turns signed provider events into deposits and withdrawals, exactly once. Only this crate
-//! knows HTTP and JSON.
+//! turns signed provider events into deposits and withdrawals, exactly once; [`bench`] is
+//! `ledgerd bench`, the load generator. Only this crate knows HTTP and JSON.
 
 pub mod audit;
 pub mod backup;
+pub mod bench;
 pub mod cli;
 pub mod commands;
 pub mod http;

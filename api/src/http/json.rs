@@ -35,14 +35,26 @@ pub struct JsonBody(pub Value);
 /// its `Content-Type`; a non-empty one must be JSON like [`JsonBody`].
 pub struct OptionalJsonBody(pub Option<Value>);
 
-impl<S: Send + Sync> FromRequest<S> for JsonBody {
+/// The bytes of a required JSON body, checked like [`JsonBody`] (`Content-Type`, limit) but
+/// not parsed yet: for routes with a fast reader, which fall back to [`parse_json`].
+pub struct JsonBytes(pub Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for JsonBytes {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
         if !is_json_content_type(request.headers()) {
             return Err(ApiError::unsupported_media_type());
         }
-        let bytes = read_body(request, state).await?;
+        read_body(request, state).await.map(JsonBytes)
+    }
+}
+
+impl<S: Send + Sync> FromRequest<S> for JsonBody {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let JsonBytes(bytes) = JsonBytes::from_request(request, state).await?;
         parse_json(&bytes).map(JsonBody)
     }
 }
@@ -102,7 +114,8 @@ fn body_rejection(rejection: &BytesRejection, limit: Option<usize>) -> ApiError 
     ApiError::invalid_request(format!("the body could not be read: {rejection}"))
 }
 
-fn parse_json(bytes: &[u8]) -> Result<Value, ApiError> {
+/// Parses a body into a JSON tree (400 `invalid_request` when it is not JSON).
+pub fn parse_json(bytes: &[u8]) -> Result<Value, ApiError> {
     serde_json::from_slice(bytes).map_err(|error| ApiError::invalid_request(format!("malformed JSON: {error}")))
 }
 
@@ -149,6 +162,23 @@ pub fn created_or_replayed(created: bool, body: &impl Serialize) -> Response {
     response
 }
 
+/// A response of JSON already written, with a status and `Content-Type: application/json`.
+pub fn json_bytes_response(status: StatusCode, bytes: Vec<u8>) -> Response {
+    let mut response = (status, bytes).into_response();
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+/// [`created_or_replayed`] for JSON already written.
+pub fn created_or_replayed_bytes(created: bool, bytes: Vec<u8>) -> Response {
+    if created {
+        return json_bytes_response(StatusCode::CREATED, bytes);
+    }
+    let mut response = json_bytes_response(StatusCode::OK, bytes);
+    response.headers_mut().insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
+    response
+}
+
 /// A JSON response with a status and `Content-Type: application/json`.
 pub fn json_response(status: StatusCode, body: &impl Serialize) -> Response {
     match serde_json::to_vec(body) {
@@ -167,13 +197,65 @@ pub fn json_response(status: StatusCode, body: &impl Serialize) -> Response {
 /// Formats milliseconds since the Unix epoch as RFC 3339 UTC with milliseconds:
 /// `2026-11-22T10:00:00.000Z`.
 pub fn format_timestamp_ms(milliseconds: i64) -> String {
-    let format =
-        time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
-    let nanoseconds = i128::from(milliseconds) * 1_000_000;
-    time::OffsetDateTime::from_unix_timestamp_nanos(nanoseconds)
-        .ok()
-        .and_then(|moment| moment.format(&format).ok())
-        .unwrap_or_else(|| "1970-01-01T00:00:00.000Z".to_owned())
+    let mut out = Vec::with_capacity(TIMESTAMP_BYTES);
+    write_timestamp_ms(&mut out, milliseconds);
+    String::from_utf8(out).unwrap_or_else(|_| "1970-01-01T00:00:00.000Z".to_owned())
+}
+
+/// Length of a formatted timestamp with a four-digit year.
+const TIMESTAMP_BYTES: usize = 24;
+
+/// Last millisecond of the year 9999, the end of the four-digit years.
+const TIMESTAMP_MS_MAX: i64 = 253_402_300_799_999;
+
+/// Appends [`format_timestamp_ms`]'s text. Years 1970 to 9999 are computed directly (days to
+/// civil date, H. Hinnant's algorithm); other instants go through the `time` crate.
+pub fn write_timestamp_ms(out: &mut Vec<u8>, milliseconds: i64) {
+    if !(0..=TIMESTAMP_MS_MAX).contains(&milliseconds) {
+        let format =
+            time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
+        let nanoseconds = i128::from(milliseconds) * 1_000_000;
+        let text = time::OffsetDateTime::from_unix_timestamp_nanos(nanoseconds)
+            .ok()
+            .and_then(|moment| moment.format(&format).ok())
+            .unwrap_or_else(|| "1970-01-01T00:00:00.000Z".to_owned());
+        out.extend_from_slice(text.as_bytes());
+        return;
+    }
+    let days = milliseconds / 86_400_000;
+    let in_day = milliseconds % 86_400_000;
+    // Days since 0000-03-01, in 400-year eras of 146,097 days.
+    let shifted = days + 719_468;
+    let era = shifted / 146_097;
+    let day_of_era = shifted - era * 146_097;
+    let year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_from_march = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * month_from_march + 2) / 5 + 1;
+    let month = if month_from_march < 10 { month_from_march + 3 } else { month_from_march - 9 };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    push_digits(out, year, 4);
+    out.push(b'-');
+    push_digits(out, month, 2);
+    out.push(b'-');
+    push_digits(out, day, 2);
+    out.push(b'T');
+    push_digits(out, in_day / 3_600_000, 2);
+    out.push(b':');
+    push_digits(out, in_day / 60_000 % 60, 2);
+    out.push(b':');
+    push_digits(out, in_day / 1000 % 60, 2);
+    out.push(b'.');
+    push_digits(out, in_day % 1000, 3);
+    out.push(b'Z');
+}
+
+/// The last `width` decimal digits of a non-negative `value`, zero-padded.
+fn push_digits(out: &mut Vec<u8>, value: i64, width: u32) {
+    for position in (0..width).rev() {
+        let digit = (value / 10_i64.pow(position)) % 10;
+        out.push(b'0' + u8::try_from(digit).unwrap_or(0));
+    }
 }
 
 /// Limits on metadata and descriptions (from `[limits]`).
@@ -382,6 +464,38 @@ mod tests {
     fn timestamps_have_milliseconds_and_z() {
         assert_eq!(format_timestamp_ms(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(format_timestamp_ms(1_795_341_600_123), "2026-11-22T10:00:00.123Z");
+        assert_eq!(format_timestamp_ms(951_782_400_000), "2000-02-29T00:00:00.000Z");
+        assert_eq!(format_timestamp_ms(TIMESTAMP_MS_MAX), "9999-12-31T23:59:59.999Z");
+        assert_eq!(format_timestamp_ms(-1), "1969-12-31T23:59:59.999Z");
+    }
+
+    #[test]
+    fn the_direct_timestamp_formatter_agrees_with_the_time_crate() {
+        let format =
+            time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
+        let by_time_crate = |milliseconds: i64| {
+            time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(milliseconds) * 1_000_000)
+                .unwrap()
+                .format(&format)
+                .unwrap()
+        };
+        // Every day boundary of the leap-year rules' edges, and a spread of instants.
+        let mut instants: Vec<i64> = vec![0, 1, 86_399_999, 86_400_000, TIMESTAMP_MS_MAX];
+        for year_start_days in [10_957_i64, 11_016, 11_017, 47_541, 47_482, 2_932_893] {
+            for offset in -2..=2 {
+                instants.push((year_start_days + offset) * 86_400_000 + 43_210_987);
+            }
+        }
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        for _ in 0..200_000 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            instants.push(i64::try_from(state % u64::try_from(TIMESTAMP_MS_MAX).unwrap()).unwrap());
+        }
+        for milliseconds in instants {
+            assert_eq!(format_timestamp_ms(milliseconds), by_time_crate(milliseconds), "{milliseconds}");
+        }
     }
 
     #[test]

@@ -17,6 +17,7 @@ pub mod error;
 pub mod json;
 pub mod metrics;
 pub mod openapi;
+pub mod transfer_json;
 pub mod transfers;
 pub mod webhooks;
 
