@@ -145,8 +145,18 @@ impl LedgerHandle {
             shards.push(shard);
         }
         peers.set(shards.clone()).map_err(|_| StartError("peers set twice".to_owned()))?;
+        // The handle is ready only once every shard holds its part: until then a request would
+        // queue behind the loading, and readiness would be announced too early.
+        let mut loads = Vec::with_capacity(settings.shards);
         for (index, load) in partition(ledger, settings.shards).into_iter().enumerate() {
-            shards[index].cast(ShardMessage::Load(Box::new(load))).map_err(|error| StartError(error.to_string()))?;
+            let (reply, loaded) = oneshot::channel();
+            shards[index]
+                .cast(ShardMessage::Load { load: Box::new(load), reply })
+                .map_err(|error| StartError(error.to_string()))?;
+            loads.push(loaded);
+        }
+        for loaded in loads {
+            loaded.await.map_err(|_| StartError("a shard stopped while loading".to_owned()))?;
         }
         let ticker = {
             let shards = shards.clone();

@@ -78,8 +78,11 @@ pub(crate) enum ShardMessage {
         reply: oneshot::Sender<()>,
     },
     Tick,
-    /// Loads recovered state (sent once, before any request).
-    Load(Box<ShardLoad>),
+    /// Loads recovered state (sent once, before any request); answers once loaded.
+    Load {
+        load: Box<ShardLoad>,
+        reply: oneshot::Sender<()>,
+    },
 }
 
 /// Recovered state for one shard: the accounts and transfer ids it owns.
@@ -202,7 +205,10 @@ impl ShardState {
                 let _ = reply.send(());
             }
             ShardMessage::Tick => self.expire_due(),
-            ShardMessage::Load(load) => self.load(*load),
+            ShardMessage::Load { load, reply } => {
+                self.load(*load);
+                let _ = reply.send(());
+            }
         }
     }
 

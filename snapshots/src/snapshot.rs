@@ -256,12 +256,11 @@ pub fn write_snapshot(data_dir: &Path, ledger: &Ledger, created_at_ms: i64) -> R
         transfers: Values(&ledger.transfers),
         external: &ledger.external,
     };
-    let writer = Checksummed { inner: BufWriter::with_capacity(1 << 20, &mut file), crc: 0, len: 0 };
-    let mut writer =
-        postcard::to_io(&body, writer).map_err(|error| io_error(&tmp, "write")(io::Error::other(error)))?;
-    writer.flush().map_err(io_error(&tmp, "write"))?;
-    let (body_crc, body_len) = (writer.crc, writer.len);
-    drop(writer);
+    // Buffer first, checksum the buffered chunks: postcard writes many tiny pieces.
+    let writer = BufWriter::with_capacity(1 << 20, Checksummed { inner: &mut file, crc: 0, len: 0 });
+    let writer = postcard::to_io(&body, writer).map_err(|error| io_error(&tmp, "write")(io::Error::other(error)))?;
+    let checksummed = writer.into_inner().map_err(|error| io_error(&tmp, "write")(error.into_error()))?;
+    let (body_crc, body_len) = (checksummed.crc, checksummed.len);
     let header = Header {
         seq: ledger.last_seq,
         accounts: u64::try_from(ledger.accounts.len()).expect("a count fits in u64"),
