@@ -257,13 +257,7 @@ impl Wal {
         let dir = data_dir.join(WAL_DIR_NAME);
         std::fs::create_dir_all(&dir).map_err(io_error(&dir, "create the directory"))?;
         let sled_error = |source| WalError::Sled { path: dir.clone(), source };
-        let db = sled::Config::new()
-            .path(&dir)
-            .segment_size(SEGMENT_BYTES)
-            .cache_capacity(CACHE_BYTES)
-            .flush_every_ms(None)
-            .open()
-            .map_err(sled_error)?;
+        let db = open_sled(&dir).map_err(sled_error)?;
         let tree = db.open_tree(TREE_NAME).map_err(sled_error)?;
         db.flush().map_err(sled_error)?;
         let data_path = dir.join("db");
@@ -414,6 +408,34 @@ impl Wal {
     pub(crate) fn put_raw(&self, seq: u64, bytes: &[u8]) {
         self.inner.tree.insert(group_key(seq), bytes).unwrap();
         self.inner.db.flush().unwrap();
+    }
+}
+
+/// How long [`open_sled`] waits for sled's own lock on the log.
+const SLED_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Opens sled on `dir`. sled locks its files itself; when the last handle of a log is dropped,
+/// sled's IO threads let go of the files a moment later, so a reopen by the same process right
+/// after a close (a restart in place, a restore, a test) may find the lock still held. Between
+/// processes the data directory's own lock (`DataDirLock`) already keeps a second process out,
+/// so waiting briefly for sled's lock only ever waits for this process's previous handle.
+fn open_sled(dir: &Path) -> sled::Result<sled::Db> {
+    let deadline = std::time::Instant::now() + SLED_LOCK_WAIT;
+    loop {
+        let opened = sled::Config::new()
+            .path(dir)
+            .segment_size(SEGMENT_BYTES)
+            .cache_capacity(CACHE_BYTES)
+            .flush_every_ms(None)
+            .open();
+        match opened {
+            Err(sled::Error::Io(error))
+                if error.to_string().contains("could not acquire lock") && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            other => return other,
+        }
     }
 }
 
