@@ -46,7 +46,7 @@ pub struct LedgerSettings {
 
 impl Default for LedgerSettings {
     fn default() -> Self {
-        LedgerSettings { shards: 4, max_in_flight_transfers: 65_536, expiry_tick_ms: 100, clock: system_clock() }
+        LedgerSettings { shards: 1, max_in_flight_transfers: 65_536, expiry_tick_ms: 100, clock: system_clock() }
     }
 }
 

@@ -302,7 +302,7 @@ impl Default for LimitsConfig {
 impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
-            shards: 4,
+            shards: 1,
             commit_group_records_max: 16_384,
             commit_group_bytes_max: 4 * 1024 * 1024,
             expiry_tick_ms: 100,
@@ -1077,7 +1077,7 @@ mod tests {
         assert_eq!(config.limits.metadata_key_chars_max, 64);
         assert_eq!(config.limits.metadata_value_chars_max, 256);
         assert_eq!(config.limits.description_chars_max, 256);
-        assert_eq!(config.engine.shards, 4);
+        assert_eq!(config.engine.shards, 1);
         assert_eq!(config.engine.commit_group_records_max, 16_384);
         assert_eq!(config.engine.commit_group_bytes_max, 4_194_304);
         assert_eq!(config.engine.expiry_tick_ms, 100);
