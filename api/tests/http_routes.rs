@@ -60,6 +60,28 @@ async fn harness() -> Harness {
     harness_with(|_| {}).await
 }
 
+async fn harness_on(shards: usize) -> Harness {
+    harness_with(|config| config.engine.shards = shards).await
+}
+
+/// Runs a scenario twice: on one shard (the default) and on three, where the two accounts of a
+/// transfer usually live on different shards and every conversation crosses between them.
+macro_rules! on_one_and_three_shards {
+    ($scenario:ident) => {
+        mod $scenario {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn one_shard() {
+                super::$scenario(super::harness_on(1).await).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn three_shards() {
+                super::$scenario(super::harness_on(3).await).await;
+            }
+        }
+    };
+}
+
 async fn harness_with(edit: impl FnOnce(&mut Config)) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let mut config = default_config();
@@ -279,9 +301,8 @@ async fn openapi_describes_every_route_body_and_error_code() {
 
 // ---- accounts ------------------------------------------------------------------------------
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn accounts_are_created_read_and_replayed() {
-    let harness = harness().await;
+on_one_and_three_shards!(accounts_are_created_read_and_replayed);
+async fn accounts_are_created_read_and_replayed(harness: Harness) {
     let body = json!({"id": "alice", "currency": "USD", "overdraft_limit": "50", "metadata": {"tier": "gold"}});
     let created = harness.post("/v1/accounts", body.clone()).await;
     let expected = json!({
@@ -492,9 +513,8 @@ async fn freeze_needs_admin_and_blocks_transfers() {
 
 // ---- transfers -----------------------------------------------------------------------------
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn transfers_move_money_and_replay() {
-    let harness = harness().await;
+on_one_and_three_shards!(transfers_move_money_and_replay);
+async fn transfers_move_money_and_replay(harness: Harness) {
     harness.account("alice", "USD", "unlimited").await;
     harness.account("bob", "USD", "0").await;
     let body = json!({"id": "t-1", "debit_account": "alice", "credit_account": "bob", "amount": "12.5",
@@ -612,9 +632,8 @@ async fn malformed_transfers_are_400_with_the_field() {
     harness.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn checks_run_in_the_contract_order() {
-    let harness = harness().await;
+on_one_and_three_shards!(checks_run_in_the_contract_order);
+async fn checks_run_in_the_contract_order(harness: Harness) {
     harness.account("alice", "USD", "0").await;
     harness.account("bob", "USD", "0").await;
     harness.account("eve", "EUR", "unlimited").await;
@@ -668,9 +687,8 @@ async fn checks_run_in_the_contract_order() {
     harness.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn holds_are_posted_voided_and_expire() {
-    let harness = harness().await;
+on_one_and_three_shards!(holds_are_posted_voided_and_expire);
+async fn holds_are_posted_voided_and_expire(harness: Harness) {
     harness.account("alice", "USD", "0").await;
     harness.account("bob", "USD", "0").await;
     harness.account("bank", "USD", "unlimited").await;
@@ -816,9 +834,8 @@ async fn holds_are_posted_voided_and_expire() {
 
 // ---- batches -------------------------------------------------------------------------------
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn batches_apply_in_index_order() {
-    let harness = harness().await;
+on_one_and_three_shards!(batches_apply_in_index_order);
+async fn batches_apply_in_index_order(harness: Harness) {
     harness.account("bank", "USD", "unlimited").await;
     harness.account("alice", "USD", "0").await;
     harness.account("bob", "USD", "0").await;
@@ -856,9 +873,8 @@ async fn batches_apply_in_index_order() {
     harness.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn atomic_batches_are_all_or_nothing() {
-    let harness = harness().await;
+on_one_and_three_shards!(atomic_batches_are_all_or_nothing);
+async fn atomic_batches_are_all_or_nothing(harness: Harness) {
     harness.account("bank", "USD", "unlimited").await;
     harness.account("alice", "USD", "0").await;
     harness.transfer(transfer("old", "bank", "alice", "1")).await.assert_status(StatusCode::CREATED);
@@ -945,9 +961,8 @@ async fn malformed_batches_apply_nothing() {
 
 // ---- history -------------------------------------------------------------------------------
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn history_pages_newest_first_with_a_cursor() {
-    let harness = harness().await;
+on_one_and_three_shards!(history_pages_newest_first_with_a_cursor);
+async fn history_pages_newest_first_with_a_cursor(harness: Harness) {
     harness.account("bank", "USD", "unlimited").await;
     harness.account("alice", "USD", "0").await;
     harness.account("bob", "USD", "0").await;
