@@ -1,7 +1,7 @@
 //! In-process durable throughput: actors + log, no HTTP.
 //!
 //! `cargo run -p benches --release --bin inprocess -- [--accounts N] [--seconds S]
-//! [--submitters C] [--batch B] [--shards K] [--data-dir DIR]`
+//! [--submitters C] [--batch B] [--shards K (default 1, as the server)] [--data-dir DIR]`
 //!
 //! Opens N funded accounts, then C concurrent submitters send random transfers (B per call:
 //! single transfers for B = 1, non-atomic batches otherwise) for S seconds. Every counted
@@ -30,7 +30,7 @@ struct Options {
 }
 
 fn parse_options() -> anyhow::Result<Options> {
-    let mut options = Options { accounts: 10_000, seconds: 10, submitters: 64, batch: 1, shards: 2, data_dir: None };
+    let mut options = Options { accounts: 10_000, seconds: 10, submitters: 64, batch: 1, shards: 1, data_dir: None };
     let mut arguments = std::env::args().skip(1);
     while let Some(flag) = arguments.next() {
         let mut value = || arguments.next().ok_or_else(|| anyhow::anyhow!("{flag} needs a value"));
