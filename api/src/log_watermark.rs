@@ -23,10 +23,11 @@ use std::fs::File;
 use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use snapshots::Wal;
+
+use crate::background_thread::BackgroundThread;
 
 /// Name of the file inside the data directory.
 pub const WATERMARK_FILE_NAME: &str = "LOG_WATERMARK";
@@ -113,8 +114,7 @@ pub fn check(data_dir: &Path, log_last_seq: u64) -> Result<(), WatermarkError> {
 
 /// The thread that keeps the mark up to date while serving. Stopping it writes a last mark.
 pub struct WatermarkKeeper {
-    stop: Option<mpsc::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
+    thread: BackgroundThread,
 }
 
 impl WatermarkKeeper {
@@ -123,50 +123,31 @@ impl WatermarkKeeper {
     pub fn start(data_dir: PathBuf, wal: Wal, period: Duration) -> Result<WatermarkKeeper, WatermarkError> {
         let mut written = wal.last_seq();
         write(&data_dir, written)?;
-        let (stop, stopped) = mpsc::channel::<()>();
-        let thread = std::thread::Builder::new()
-            .name("ledger-watermark".to_owned())
-            .spawn(move || {
-                loop {
-                    let stopping = match stopped.recv_timeout(period) {
-                        Err(mpsc::RecvTimeoutError::Timeout) => false,
-                        Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => true,
-                    };
-                    let durable = wal.last_seq();
-                    if durable > written {
-                        match write(&data_dir, durable) {
-                            Ok(()) => written = durable,
-                            Err(error) => tracing::error!(%error, "cannot record the log's high-water mark"),
-                        }
-                    }
-                    if stopping {
-                        return;
+        let thread = BackgroundThread::spawn("ledger-watermark", move |stopped| {
+            loop {
+                let stopping = match stopped.recv_timeout(period) {
+                    Err(mpsc::RecvTimeoutError::Timeout) => false,
+                    Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => true,
+                };
+                let durable = wal.last_seq();
+                if durable > written {
+                    match write(&data_dir, durable) {
+                        Ok(()) => written = durable,
+                        Err(error) => tracing::error!(%error, "cannot record the log's high-water mark"),
                     }
                 }
-            })
-            .expect("start the watermark thread");
-        Ok(WatermarkKeeper { stop: Some(stop), thread: Some(thread) })
+                if stopping {
+                    return;
+                }
+            }
+        });
+        Ok(WatermarkKeeper { thread })
     }
 
     /// Writes a last mark and stops the thread. Call it once the committer has written
     /// everything, so the mark is the log's final end.
-    pub fn stop(mut self) {
-        self.stop_and_join();
-    }
-
-    fn stop_and_join(&mut self) {
-        self.stop.take();
-        if let Some(thread) = self.thread.take()
-            && thread.join().is_err()
-        {
-            tracing::error!("the watermark thread panicked");
-        }
-    }
-}
-
-impl Drop for WatermarkKeeper {
-    fn drop(&mut self) {
-        self.stop_and_join();
+    pub fn stop(self) {
+        self.thread.stop();
     }
 }
 

@@ -17,11 +17,12 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, mpsc};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use engine::config::Config;
 use snapshots::{RecoveryError, RecoveryProgress, Retention, SnapshotInfo, Wal};
+
+use crate::background_thread::BackgroundThread;
 
 /// `ledger_snapshot_failures_total`: periodic snapshots that failed.
 pub const SNAPSHOT_FAILURES_TOTAL: &str = "ledger_snapshot_failures_total";
@@ -136,8 +137,7 @@ impl SnapshotService {
 /// The thread taking periodic snapshots of a serving data dir. Stopped (and joined) by
 /// [`SnapshotScheduler::stop`] or on drop; a snapshot in progress is finished first.
 pub struct SnapshotScheduler {
-    stop: Option<mpsc::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
+    thread: BackgroundThread,
 }
 
 /// What the scheduler needs besides the service.
@@ -156,33 +156,13 @@ impl SnapshotScheduler {
             tracing::info!("periodic snapshots are off (storage.snapshot_interval_seconds = 0)");
             return None;
         }
-        let (stop, stopped) = mpsc::channel::<()>();
-        let thread = std::thread::Builder::new()
-            .name("ledger-snapshots".to_owned())
-            .spawn(move || run(&settings, &service, &stopped))
-            .expect("start the snapshot thread");
-        Some(SnapshotScheduler { stop: Some(stop), thread: Some(thread) })
+        let thread = BackgroundThread::spawn("ledger-snapshots", move |stopped| run(&settings, &service, &stopped));
+        Some(SnapshotScheduler { thread })
     }
 
     /// Stops the thread after the snapshot in progress, if any, and waits for it.
-    pub fn stop(mut self) {
-        self.stop_and_join();
-    }
-
-    fn stop_and_join(&mut self) {
-        // Dropping the sender wakes the thread.
-        self.stop.take();
-        if let Some(thread) = self.thread.take()
-            && thread.join().is_err()
-        {
-            tracing::error!("the snapshot thread panicked");
-        }
-    }
-}
-
-impl Drop for SnapshotScheduler {
-    fn drop(&mut self) {
-        self.stop_and_join();
+    pub fn stop(self) {
+        self.thread.stop();
     }
 }
 

@@ -3,6 +3,8 @@
 //! data dir, bad config key, non-loopback bind without tokens, port in use, bad flags), each
 //! with one clear line on stderr. Also runs `promtool check metrics` on `/metrics`.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::path::Path;
@@ -266,28 +268,7 @@ async fn metrics_pass_promtool() {
         assert!(text.contains(needle), "{needle} missing:\n{text}");
     }
 
-    let promtool = ["promtool", "/usr/bin/promtool"].into_iter().find(|candidate| {
-        Command::new(candidate).arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok()
-    });
-    let Some(promtool) = promtool else {
-        println!("NOTICE: promtool not found; skipping `promtool check metrics` (apt-get install -y prometheus)");
-        return;
-    };
-    let mut check = Command::new(promtool)
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::io::Write::write_all(&mut check.stdin.take().unwrap(), text.as_bytes()).unwrap();
-    let output = check.wait_with_output().unwrap();
-    assert!(
-        output.status.success() && output.stdout.is_empty() && output.stderr.is_empty(),
-        "promtool check metrics: {}{}\n{text}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    common::check_with_promtool(&text);
 }
 
 #[test]

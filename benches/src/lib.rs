@@ -51,21 +51,16 @@ pub fn usd_transfer(transfer_id: &str, debit: &str, credit: &str, cents: i64) ->
     }
 }
 
-/// A small, fast, seeded generator (xorshift64*) so that runs are reproducible.
-pub struct Random(u64);
+/// A small, fast, seeded generator (rand's `SmallRng`, as `ledgerd bench` uses) so that runs
+/// are reproducible.
+pub struct Random(rand::rngs::SmallRng);
 
 impl Random {
     pub fn new(seed: u64) -> Random {
-        Random(seed.max(1))
-    }
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        Random(rand::SeedableRng::seed_from_u64(seed))
     }
     /// Uniform in `0..bound`.
     pub fn below(&mut self, bound: usize) -> usize {
-        usize::try_from(self.next_u64() % u64::try_from(bound).expect("bound fits u64")).expect("fits usize")
+        rand::Rng::random_range(&mut self.0, 0..bound)
     }
 }

@@ -188,6 +188,15 @@ pub enum WebhookStartError {
     Client(#[from] FetchError),
 }
 
+/// How a deposit ends without a credit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Uncredited {
+    /// The provider reports it failed.
+    Failed,
+    /// The provider reports success but flags it as risky.
+    Risky,
+}
+
 /// How a deposit ended, as a delivery reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Reported {
@@ -321,7 +330,14 @@ impl Webhooks {
                 self.credit(provider, credit).await
             }
             Event::DepositFailed { deposit_id } => {
-                self.deposit_failed(provider, deposit_id.as_str(), "failed", DepositDetails::default()).await
+                self.deposit_uncredited(
+                    provider,
+                    deposit_id.as_str(),
+                    "failed",
+                    DepositDetails::default(),
+                    Uncredited::Failed,
+                )
+                .await
             }
             Event::WithdrawalCompleted { withdrawal_id } => {
                 let report = WithdrawalReport { outcome: WithdrawalStatus::Completed, provider_status: "completed" };
@@ -434,27 +450,36 @@ impl Webhooks {
         Ok(account)
     }
 
-    /// Records a failed deposit (final), unless it was credited: then nothing changes and the
-    /// failure after success is counted.
-    async fn deposit_failed(
+    /// Records a deposit that ends without a credit: `Failed`, or `Risky` (a success the
+    /// provider flagged, never credited). Unless it was credited already: then nothing changes
+    /// (a failure after success is counted as such; a risky flag after a credit is a duplicate).
+    async fn deposit_uncredited(
         &self,
         provider: &Provider,
         deposit_id: &str,
         provider_status: &str,
         details: DepositDetails,
+        outcome: Uncredited,
     ) -> Result<Handled, Refused> {
+        let (status, reported, after_credit, result) = match outcome {
+            Uncredited::Failed => (DepositStatus::Failed, Reported::Failed, "failed_after_success", "failed"),
+            Uncredited::Risky => (DepositStatus::Risky, Reported::Success, "duplicate", "risky"),
+        };
         let _guard = self.lock(format!("deposit:{}:{deposit_id}", provider.name)).await?;
         if let Some(fact) = self.store.deposit(&provider.name, deposit_id)
             && fact.status.is_final()
         {
-            return Ok(Handled::plain(classify_final(fact.status, Reported::Failed)));
+            return Ok(Handled::plain(classify_final(fact.status, reported)));
         }
         if self.repair_credited(provider, deposit_id, provider_status).await? {
-            return Ok(Handled::plain("failed_after_success"));
+            return Ok(Handled::plain(after_credit));
         }
-        let fact = details.fact(provider, deposit_id, DepositStatus::Failed, provider_status, self.now_ms());
+        if outcome == Uncredited::Risky {
+            tracing::warn!(provider = %provider.name, deposit_id, "a deposit flagged as risky is recorded, not credited");
+        }
+        let fact = details.fact(provider, deposit_id, status, provider_status, self.now_ms());
         self.store.save(&self.ledger, Fact::Deposit(fact)).await?;
-        Ok(Handled::plain("failed"))
+        Ok(Handled::plain(result))
     }
 
     /// Records a deposit that is not final yet (a late one changes nothing).
@@ -478,29 +503,6 @@ impl Webhooks {
                 Ok(Handled::plain("recorded"))
             }
         }
-    }
-
-    /// Records a risky deposit: final, not credited.
-    async fn deposit_risky(
-        &self,
-        provider: &Provider,
-        deposit_id: &str,
-        provider_status: &str,
-        details: DepositDetails,
-    ) -> Result<Handled, Refused> {
-        let _guard = self.lock(format!("deposit:{}:{deposit_id}", provider.name)).await?;
-        if let Some(fact) = self.store.deposit(&provider.name, deposit_id)
-            && fact.status.is_final()
-        {
-            return Ok(Handled::plain(classify_final(fact.status, Reported::Success)));
-        }
-        if self.repair_credited(provider, deposit_id, provider_status).await? {
-            return Ok(Handled::plain("duplicate"));
-        }
-        tracing::warn!(provider = %provider.name, deposit_id, "a deposit flagged as risky is recorded, not credited");
-        let fact = details.fact(provider, deposit_id, DepositStatus::Risky, provider_status, self.now_ms());
-        self.store.save(&self.ledger, Fact::Deposit(fact)).await?;
-        Ok(Handled::plain("risky"))
     }
 
     /// When the deposit's transfer exists but its fact does not say so (a crash between the
@@ -557,7 +559,9 @@ impl Webhooks {
         };
         match status.as_str() {
             "Processing" => return self.deposit_processing(provider, deposit_id, &status, details).await,
-            "Failed" => return self.deposit_failed(provider, deposit_id, &status, details).await,
+            "Failed" => {
+                return self.deposit_uncredited(provider, deposit_id, &status, details, Uncredited::Failed).await;
+            }
             "Success" => {}
             other => {
                 return Err(Refused::new(
@@ -592,7 +596,7 @@ impl Webhooks {
         };
         details.account = Some(account_text.clone());
         if record.flag("isFlaggedAsRisky") {
-            return self.deposit_risky(provider, deposit_id, &status, details).await;
+            return self.deposit_uncredited(provider, deposit_id, &status, details, Uncredited::Risky).await;
         }
         let currency = self.currencies.get(&coin).cloned().ok_or_else(|| {
             Refused::new(

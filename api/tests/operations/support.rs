@@ -269,29 +269,28 @@ pub fn seed(name: &str) -> u64 {
     seed
 }
 
-/// xorshift64*: small, fast, reproducible.
+/// A seeded generator (rand's `SmallRng`, as `ledgerd bench` uses): a failing run repeats
+/// with its seed.
 #[derive(Debug, Clone)]
-pub struct Random(u64);
+pub struct Random(rand::rngs::SmallRng);
 
 impl Random {
     pub fn new(seed: u64) -> Random {
-        Random(seed.max(1))
+        Random(rand::SeedableRng::seed_from_u64(seed))
     }
 
     pub fn next_u64(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        rand::RngCore::next_u64(&mut self.0)
     }
 
     /// Uniform in `0..bound`.
     pub fn below(&mut self, bound: u64) -> u64 {
-        self.next_u64() % bound
+        rand::Rng::random_range(&mut self.0, 0..bound)
     }
 
+    /// Uniform in `0..len`.
     pub fn index(&mut self, len: usize) -> usize {
-        usize::try_from(self.below(u64::try_from(len).unwrap())).unwrap()
+        rand::Rng::random_range(&mut self.0, 0..len)
     }
 }
 
