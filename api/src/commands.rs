@@ -22,7 +22,7 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use engine::config::Config;
+use config::Config;
 use engine::{Ledger, amount::format_scaled};
 use serde::Serialize;
 use snapshots::{DataDirLock, RecoveryProgress, SnapshotInfo, Wal};
@@ -222,7 +222,7 @@ fn print_out(text: &str) -> Result<(), CommandError> {
 /// environment), with the data dir of the flag.
 fn offline_config(config_file: Option<&Path>, data_dir: &Path) -> Result<Config, CommandError> {
     let args = ServeArgs { config: config_file.map(Path::to_owned), data_dir: Some(data_dir.to_owned()), bind: None };
-    let mut config = serve::load_config_unchecked_bind(&args, serve::process_environment())?;
+    let mut config = serve::load_config_unchecked_bind(&args, config::process_environment())?;
     config.storage.data_dir = data_dir.to_owned();
     Ok(config)
 }

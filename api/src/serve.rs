@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use actors::{Clock, LedgerHandle, LedgerSettings, system_clock};
 use axum::Router;
-use engine::config::{self, Config, ConfigError, LogFormat};
+use config::{Config, LogFormat, process_environment};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -50,12 +50,8 @@ pub struct ServeArgs {
 /// Why `serve` stopped with an error. Each prints as one line.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    #[error("cannot read config file {}: {source}", path.display())]
-    ReadConfig { path: PathBuf, source: std::io::Error },
-    #[error("{}: {source}", path.display())]
-    ConfigFile { path: PathBuf, source: ConfigError },
     #[error("{0}")]
-    Config(#[from] ConfigError),
+    Config(#[from] config::LoadError),
     #[error(
         "refusing to listen on {address}: no auth tokens are configured ([[auth.tokens]]), so only a loopback \
          address is allowed"
@@ -78,9 +74,6 @@ pub enum ServeError {
     #[error("the HTTP server failed: {0}")]
     Server(std::io::Error),
 }
-
-/// Prefix of the environment variables that override config keys.
-const ENVIRONMENT_PREFIX: &str = "LEDGERD_";
 
 /// How long in-flight requests get to finish after SIGTERM, beyond the request timeout.
 const DRAIN_GRACE: Duration = Duration::from_secs(5);
@@ -109,32 +102,13 @@ pub fn load_config_unchecked_bind(
     args: &ServeArgs,
     environment: impl IntoIterator<Item = (String, String)>,
 ) -> Result<Config, ServeError> {
-    let mut config = match &args.config {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .map_err(|source| ServeError::ReadConfig { path: path.clone(), source })?;
-            config::parse(&text).map_err(|source| ServeError::ConfigFile { path: path.clone(), source })?
-        }
-        None => config::default_config(),
+    let sources = config::Sources {
+        file: args.config.clone(),
+        environment: environment.into_iter().collect(),
+        data_dir: args.data_dir.clone(),
+        bind: args.bind,
     };
-    // Only `<SECTION>__<KEY>` names are overrides: other LEDGERD_ variables (such as a webhook
-    // secret named by `secret_env`) are not config keys.
-    let overrides: Vec<(String, String)> = environment
-        .into_iter()
-        .filter_map(|(name, value)| {
-            let rest = name.strip_prefix(ENVIRONMENT_PREFIX)?;
-            rest.contains("__").then(|| (rest.to_owned(), value))
-        })
-        .collect();
-    config::apply_overrides(&mut config, &overrides)?;
-    if let Some(data_dir) = &args.data_dir {
-        config.storage.data_dir.clone_from(data_dir);
-    }
-    if let Some(bind) = args.bind {
-        config.server.bind = bind;
-    }
-    config.validate()?;
-    Ok(config)
+    Ok(config::load(&sources)?)
 }
 
 /// With auth off, only a loopback address may be bound.
@@ -144,13 +118,6 @@ pub fn check_bind_allowed(config: &Config) -> Result<(), ServeError> {
         return Err(ServeError::NonLoopback { address });
     }
     Ok(())
-}
-
-/// The process environment as UTF-8 pairs (others are skipped: they cannot be overrides).
-pub fn process_environment() -> Vec<(String, String)> {
-    std::env::vars_os()
-        .filter_map(|(name, value)| Some((name.into_string().ok()?, value.into_string().ok()?)))
-        .collect()
 }
 
 /// Runs `ledgerd serve` to completion: `Ok` after a graceful shutdown.
@@ -307,7 +274,7 @@ impl Engine {
             currencies: engine::CurrencyTable::new(
                 config.currencies.iter().map(|currency| engine::Currency::new(&currency.code, currency.scale)),
             ),
-            amount_max: config.limits.amount_max,
+            amount_max: engine::amount::amount_max_of_units(config.limits.amount_max),
             clock,
             request_timeout: Duration::from_millis(config.server.request_timeout_ms),
         };
@@ -560,28 +527,6 @@ fn one_line(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn environment(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(name, value)| ((*name).to_owned(), (*value).to_owned())).collect()
-    }
-
-    #[test]
-    fn precedence_is_flags_then_environment_then_default() {
-        let args = ServeArgs::default();
-        let config = load_config(&args, environment(&[("LEDGERD_LIMITS__BATCH_MAX", "7")])).unwrap();
-        assert_eq!(config.limits.batch_max, 7);
-        let args = ServeArgs { bind: Some("127.0.0.1:9999".parse().unwrap()), ..ServeArgs::default() };
-        let config = load_config(&args, environment(&[("LEDGERD_SERVER__BIND", "127.0.0.1:7777")])).unwrap();
-        assert_eq!(config.server.bind.port(), 9999);
-    }
-
-    #[test]
-    fn other_ledgerd_variables_are_not_overrides() {
-        let config = load_config(&ServeArgs::default(), environment(&[("LEDGERD_CCPAYMENT_SECRET", "x")])).unwrap();
-        assert_eq!(config, config::default_config());
-        let error = load_config(&ServeArgs::default(), environment(&[("LEDGERD_SERVER__BINDD", "x")])).unwrap_err();
-        assert!(error.to_string().contains("LEDGERD_SERVER__BINDD"), "{error}");
-    }
 
     #[test]
     fn non_loopback_without_tokens_is_refused() {

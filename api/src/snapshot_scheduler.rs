@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, mpsc};
 use std::time::{Duration, Instant};
 
-use engine::config::Config;
+use config::Config;
 use snapshots::{RecoveryError, RecoveryProgress, Retention, SnapshotInfo, Wal};
 
 use crate::background_thread::BackgroundThread;

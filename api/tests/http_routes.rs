@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use api::serve::{App, AppOptions, build_app};
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode, header};
-use engine::config::{Config, Role, TokenConfig, default_config};
+use config::{Config, Role, TokenConfig, default_config};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};

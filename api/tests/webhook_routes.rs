@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use api::serve::{App, AppOptions, build_app};
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use engine::config::{ProviderConfig, ProviderScheme, default_config};
+use config::{ProviderConfig, ProviderScheme, default_config};
 use engine::{Id, TransferRequest};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};

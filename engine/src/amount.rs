@@ -70,6 +70,12 @@ pub fn parse_amount(text: &str, amount_max: Decimal) -> Result<Decimal, AmountEr
     Ok(value)
 }
 
+/// `limits.amount_max` (whole currency units, at most 10^24) as an amount.
+pub fn amount_max_of_units(units: u128) -> Decimal {
+    let units = i128::try_from(units).unwrap_or(i128::MAX).min(10_i128.pow(24));
+    Decimal::from_i128_with_scale(units, 0)
+}
+
 /// A currency: its code and how many fractional digits its amounts have.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Currency {

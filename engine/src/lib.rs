@@ -8,7 +8,6 @@
 
 pub mod account;
 pub mod amount;
-pub mod config;
 pub mod id;
 pub mod ledger;
 pub mod record;

@@ -32,7 +32,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{BoxError, Extension, Json, Router};
-use engine::config::Config;
+use config::Config;
 use engine::{Currency, CurrencyTable};
 use metrics_exporter_prometheus::PrometheusHandle;
 use rust_decimal::Decimal;
@@ -84,7 +84,7 @@ impl AppState {
         let limits = &config.limits;
         AppState {
             limits: RequestLimits {
-                amount_max: limits.amount_max,
+                amount_max: engine::amount::amount_max_of_units(limits.amount_max),
                 batch_max: limits.batch_max,
                 history_limit_max: limits.history_limit_max,
                 text: TextLimits {

@@ -19,7 +19,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use engine::config::ProviderScheme;
+use config::ProviderScheme;
 use engine::{TransferStatus, amount::parse_amount};
 use serde::Serialize;
 use serde_json::Value;

@@ -58,9 +58,9 @@ use std::time::{Duration, Instant};
 use actors::{AccountRequest, Clock, LedgerError, LedgerHandle};
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
+use config::ProviderScheme;
 use engine::TransferStatus;
 use engine::amount::parse_amount;
-use engine::config::ProviderScheme;
 use engine::{Account, Currency, CurrencyTable, Id, Metadata, Overdraft, Rejection, Transfer, TransferRequest};
 use rust_decimal::Decimal;
 

@@ -12,7 +12,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use engine::config::{ProviderScheme, WebhooksConfig};
+use config::{ProviderScheme, WebhooksConfig};
 
 use crate::webhooks::signature::standard_key;
 
@@ -150,7 +150,7 @@ impl Providers {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use engine::config::parse;
+    use config::parse;
 
     const CONFIG: &str = "[[webhooks.providers]]\nname = \"processor\"\nscheme = \"standard\"\nsecret_env = \"PROCESSOR_SECRET\"\n\n\
         [[webhooks.providers]]\nname = \"ccpayment\"\nscheme = \"ccpayment\"\napp_id = \"app\"\n\

@@ -244,7 +244,7 @@ mod tests {
             "[[webhooks.providers]]\nname = \"cc\"\nscheme = \"ccpayment\"\napp_id = \"app\"\nsecret = \"s\"\n\
              api_base_url = \"{base_url}\"\nfetch_timeout_ms = 2000\nfetch_retries = 0\n"
         );
-        let config = engine::config::parse(&text).unwrap();
+        let config = config::parse(&text).unwrap();
         Providers::resolve(&config.webhooks, |_| None).unwrap().get("cc").unwrap().clone()
     }
 

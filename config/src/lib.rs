@@ -6,8 +6,13 @@
 //! `LEDGERD_<SECTION>__<KEY>` ([`apply_overrides`]) and every validation rule
 //! ([`Config::validate`]). Every error names the key at fault ([`ConfigError`]).
 //!
-//! It is pure: it reads no file, no environment variable and no clock. The caller reads the
-//! config file and the environment and hands their contents in.
+//! [`sources`] layers the default, a file, the environment and the command line's flags into
+//! one validated [`Config`]; everything else here is pure (no file, no environment, no clock).
+//! Each other crate takes its own small settings struct, built from this one by the binary.
+
+pub mod sources;
+
+pub use sources::{LoadError, Sources, load, process_environment};
 
 use std::collections::HashSet;
 use std::fmt;
@@ -15,15 +20,14 @@ use std::net::SocketAddr;
 use std::ops::Range;
 use std::path::PathBuf;
 
-use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use toml::de::{DeTable, DeValue};
 
 /// The complete embedded default configuration (`config/default.toml`), with comments.
-pub const DEFAULT_CONFIG_TOML: &str = include_str!("../../config/default.toml");
+pub const DEFAULT_CONFIG_TOML: &str = include_str!("../default.toml");
 
-/// The largest `limits.amount_max`: 10^24, the bound on every account total.
-const AMOUNT_MAX_CEILING: Decimal = Decimal::from_parts(2_701_131_776, 466_537_709, 54_210, false, 0);
+/// The largest `limits.amount_max`: 10^24 currency units, the bound on every account total.
+pub const AMOUNT_MAX_CEILING: u128 = 1_000_000_000_000_000_000_000_000;
 
 /// One GiB, the largest `server.body_limit_bytes` and `engine.commit_group_bytes_max`.
 const GIB_BYTES: usize = 1 << 30;
@@ -107,7 +111,7 @@ pub struct LimitsConfig {
     /// Largest amount of one transfer, in currency units: a positive integer, at most 10^24.
     /// Written in TOML as a string of decimal digits (`"1000000000000000"`).
     #[serde(with = "amount_max_text")]
-    pub amount_max: Decimal,
+    pub amount_max: u128,
     /// Most transfers in one batch request (1 to 100000).
     pub batch_max: usize,
     /// Admission bound of the engine: transfers accepted but not yet committed; beyond it
@@ -287,7 +291,7 @@ impl Default for StorageConfig {
 impl Default for LimitsConfig {
     fn default() -> Self {
         LimitsConfig {
-            amount_max: Decimal::from(1_000_000_000_000_000_u64),
+            amount_max: 1_000_000_000_000_000,
             batch_max: 8190,
             max_in_flight_transfers: 65_536,
             history_limit_max: 1000,
@@ -558,39 +562,39 @@ fn join_key(prefix: &str, key: &str) -> String {
     if prefix.is_empty() { key } else { format!("{prefix}.{key}") }
 }
 
-/// Serde of `limits.amount_max`: a TOML string of decimal digits, held as a [`Decimal`].
+/// Serde of `limits.amount_max`: a TOML string of decimal digits (TOML integers stop at
+/// 2^63, below the ceiling), held as whole currency units.
 mod amount_max_text {
     use std::fmt;
 
-    use rust_decimal::Decimal;
     use serde::de::{self, Visitor};
     use serde::{Deserializer, Serializer};
 
-    pub(super) fn serialize<S: Serializer>(value: &Decimal, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(&value.normalize())
+    pub(super) fn serialize<S: Serializer>(value: &u128, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(value)
     }
 
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Decimal, D::Error> {
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u128, D::Error> {
         deserializer.deserialize_str(AmountMaxVisitor)
     }
 
     struct AmountMaxVisitor;
 
     impl Visitor<'_> for AmountMaxVisitor {
-        type Value = Decimal;
+        type Value = u128;
 
         fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
             formatter.write_str("a string of decimal digits such as \"1000000000000000\"")
         }
 
-        fn visit_str<E: de::Error>(self, text: &str) -> Result<Decimal, E> {
+        fn visit_str<E: de::Error>(self, text: &str) -> Result<u128, E> {
             super::parse_amount_max(text).map_err(E::custom)
         }
     }
 }
 
 /// Parses `limits.amount_max`: decimal digits only, positive, at most 10^24.
-fn parse_amount_max(text: &str) -> Result<Decimal, String> {
+fn parse_amount_max(text: &str) -> Result<u128, String> {
     if text.is_empty() || !text.bytes().all(|byte| byte.is_ascii_digit()) {
         return Err(format!(
             "must be a string of decimal digits (a positive integer), got \"{}\"",
@@ -598,8 +602,8 @@ fn parse_amount_max(text: &str) -> Result<Decimal, String> {
         ));
     }
     let significant = text.trim_start_matches('0');
-    // More than 25 significant digits is above 10^24 (and may not fit a Decimal).
-    let value = if significant.len() > 25 { None } else { significant.parse::<Decimal>().ok() };
+    // More than 25 significant digits is above 10^24 (and may not fit a u128).
+    let value = if significant.len() > 25 { None } else { significant.parse::<u128>().ok() };
     match value {
         _ if significant.is_empty() => Err("must be positive, got 0".to_owned()),
         Some(value) if value <= AMOUNT_MAX_CEILING => Ok(value),
@@ -763,11 +767,8 @@ impl Config {
     fn validate_limits(&self) -> Result<(), ConfigError> {
         let limits = &self.limits;
         let amount_max = limits.amount_max;
-        if amount_max <= Decimal::ZERO || !amount_max.fract().is_zero() {
-            return Err(ConfigError::invalid(
-                "limits.amount_max",
-                format!("must be a positive integer, got {amount_max}"),
-            ));
+        if amount_max == 0 {
+            return Err(ConfigError::invalid("limits.amount_max", "must be a positive integer, got 0"));
         }
         if amount_max > AMOUNT_MAX_CEILING {
             return Err(ConfigError::invalid("limits.amount_max", format!("must be at most 10^24, got {amount_max}")));
@@ -997,41 +998,11 @@ fn is_environment_variable_name(name: &str) -> bool {
         && bytes.all(|byte| byte.is_ascii_alphanumeric() || byte == b'_')
 }
 
-/// Whether `text` is non-empty canonical standard base64 (alphabet `A-Z a-z 0-9 + /`, padded
-/// with `=` to a multiple of 4, unused bits zero): what a strict decoder accepts.
+/// Whether `text` is non-empty canonical standard base64 (padded, unused bits zero): what a
+/// strict decoder accepts.
 fn is_canonical_base64(text: &str) -> bool {
-    fn sextet(byte: u8) -> Option<u8> {
-        match byte {
-            b'A'..=b'Z' => Some(byte - b'A'),
-            b'a'..=b'z' => Some(byte - b'a' + 26),
-            b'0'..=b'9' => Some(byte - b'0' + 52),
-            b'+' => Some(62),
-            b'/' => Some(63),
-            _ => None,
-        }
-    }
-    let bytes = text.as_bytes();
-    if bytes.is_empty() || !bytes.len().is_multiple_of(4) {
-        return false;
-    }
-    let data = text.trim_end_matches('=').as_bytes();
-    let padding = bytes.len() - data.len();
-    if padding > 2 {
-        return false;
-    }
-    let mut last = 0;
-    for &byte in data {
-        match sextet(byte) {
-            Some(value) => last = value,
-            None => return false,
-        }
-    }
-    // With one `=`, the last character carries 4 bits of data; with two, 2 bits.
-    match padding {
-        1 => last & 0b11 == 0,
-        2 => last & 0b1111 == 0,
-        _ => true,
-    }
+    use base64::Engine as _;
+    !text.is_empty() && base64::engine::general_purpose::STANDARD.decode(text).is_ok()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1069,7 +1040,7 @@ mod tests {
         assert_eq!(config.storage.snapshot_interval_seconds, 300);
         assert_eq!(config.storage.snapshots_kept, 3);
         assert_eq!(config.storage.wal_retention_snapshots, 0);
-        assert_eq!(config.limits.amount_max, Decimal::from(1_000_000_000_000_000_u64));
+        assert_eq!(config.limits.amount_max, 1_000_000_000_000_000);
         assert_eq!(config.limits.batch_max, 8190);
         assert_eq!(config.limits.max_in_flight_transfers, 65_536);
         assert_eq!(config.limits.history_limit_max, 1000);
@@ -1186,7 +1157,7 @@ mod tests {
         assert!(parse_amount_max("").is_err());
         assert!(parse_amount_max("+5").is_err());
         assert!(parse_amount_max("1e5").is_err());
-        assert_eq!(parse_amount_max("42"), Ok(Decimal::from(42)));
+        assert_eq!(parse_amount_max("42"), Ok(42));
     }
 
     #[test]
@@ -1265,7 +1236,7 @@ mod tests {
         assert_eq!(config.server.log_format, LogFormat::Json);
         assert_eq!(config.storage.data_dir, PathBuf::from("/var/lib/ledgerd"));
         assert_eq!(config.storage.snapshot_interval_seconds, 60);
-        assert_eq!(config.limits.amount_max, Decimal::from(500));
+        assert_eq!(config.limits.amount_max, 500);
         assert_eq!(config.limits.batch_max, 100);
         assert_eq!(config.engine.shards, 16);
         assert!(config.rate_limit.enabled());
@@ -1503,11 +1474,9 @@ mod tests {
     #[test]
     fn validate_checks_amount_max_set_in_code() {
         let mut config = default_config();
-        config.limits.amount_max = Decimal::new(15, 1);
+        config.limits.amount_max = AMOUNT_MAX_CEILING + 1;
         assert_eq!(config.validate().unwrap_err().key(), Some("limits.amount_max"));
-        config.limits.amount_max = AMOUNT_MAX_CEILING + Decimal::ONE;
-        assert_eq!(config.validate().unwrap_err().key(), Some("limits.amount_max"));
-        config.limits.amount_max = Decimal::ZERO;
+        config.limits.amount_max = 0;
         assert_eq!(config.validate().unwrap_err().key(), Some("limits.amount_max"));
     }
 
