@@ -288,7 +288,6 @@ async fn broadcast(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rust_decimal::Decimal;
 
     fn request(id: &str, debit: &str, credit: &str) -> TransferRequest {
         let id_of = |text: &str| Id::parse(text).unwrap();
@@ -296,7 +295,7 @@ mod tests {
             id: id_of(id),
             debit_account: id_of(debit),
             credit_account: id_of(credit),
-            amount: Decimal::ONE,
+            amount: engine::WrittenAmount::from_units(1),
             pending: false,
             timeout_seconds: 0,
             description: String::new(),

@@ -8,8 +8,7 @@
 use std::sync::Arc;
 
 use engine::rules::DebitFacts;
-use engine::{Id, Record, Rejection, Transfer, TransferRequest};
-use rust_decimal::Decimal;
+use engine::{Amount, Id, Record, Rejection, Transfer, TransferRequest, WrittenAmount};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::handle::LedgerError;
@@ -28,7 +27,7 @@ pub(crate) enum Mode {
 #[derive(Debug)]
 pub(crate) enum Command {
     Create { request: Arc<TransferRequest>, mode: Mode },
-    Post { id: Id, amount: Option<Decimal> },
+    Post { id: Id, amount: Option<WrittenAmount> },
     Void { id: Id },
 }
 
@@ -72,19 +71,19 @@ pub(crate) enum Operation {
         /// Filled in by the debit owner.
         facts: Option<DebitFacts>,
         /// What the debit owner holds for this conversation (zero if nothing).
-        held: Decimal,
+        held: Amount,
     },
     Post {
-        posted_amount: Decimal,
-        pending_amount: Decimal,
+        posted_amount: Amount,
+        pending_amount: Amount,
         /// Filled in by the debit owner.
         debit_frozen: bool,
     },
     Void {
-        pending_amount: Decimal,
+        pending_amount: Amount,
     },
     Expire {
-        pending_amount: Decimal,
+        pending_amount: Amount,
     },
 }
 

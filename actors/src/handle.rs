@@ -10,9 +10,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use engine::{Account, Currency, Id, Metadata, Overdraft, Rejection, Transfer, TransferRequest};
+use engine::{Account, Currency, Id, Metadata, Overdraft, Rejection, Transfer, TransferRequest, WrittenAmount};
 use ractor::{Actor, ActorRef};
-use rust_decimal::Decimal;
 use snapshots::{CommitError, CommitHandle};
 use tokio::sync::{Semaphore, oneshot};
 
@@ -252,7 +251,7 @@ impl LedgerHandle {
     }
 
     /// Posts a pending transfer (all of it by default).
-    pub async fn post_transfer(&self, id: &Id, amount: Option<Decimal>) -> Result<Arc<Transfer>, LedgerError> {
+    pub async fn post_transfer(&self, id: &Id, amount: Option<WrittenAmount>) -> Result<Arc<Transfer>, LedgerError> {
         let _permit = self.admit(1)?;
         match self.converse(id, Command::Post { id: id.clone(), amount }).await? {
             Outcome::Applied(transfer) | Outcome::Existing(transfer) => Ok(transfer),

@@ -20,9 +20,8 @@ use engine::ledger::{
     transfer_record,
 };
 use engine::rules::{self, PostOutcome};
-use engine::{Account, Id, IdMap, Record, Rejection, Transfer, TransferStatus};
+use engine::{Account, Amount, Id, IdMap, Record, Rejection, Transfer, TransferStatus};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
-use rust_decimal::Decimal;
 use snapshots::CommitHandle;
 use tokio::sync::oneshot;
 
@@ -110,11 +109,11 @@ pub(crate) struct ShardState {
     account_count: Arc<std::sync::atomic::AtomicU64>,
     accounts: IdMap<Account>,
     /// Amounts held on accounts by undecided conversations and tentative batch items.
-    in_flight_debits: IdMap<Decimal>,
+    in_flight_debits: IdMap<Amount>,
     /// Posted credits of tentative atomic-batch items: spendable only by the same batch.
-    tentative_credits: HashMap<BatchId, IdMap<Decimal>>,
+    tentative_credits: HashMap<BatchId, IdMap<Amount>>,
     /// Holds placed for tentative atomic-batch items, released on commit or abort.
-    batch_holds: HashMap<BatchId, Vec<(Id, Decimal)>>,
+    batch_holds: HashMap<BatchId, Vec<(Id, Amount)>>,
     /// Transfer ids reserved by atomic batches.
     batch_reserved: HashMap<BatchId, Vec<Id>>,
     transfers: IdMap<Arc<Transfer>>,
@@ -347,7 +346,7 @@ impl ShardState {
                     debit: request.debit_account.clone(),
                     credit: request.credit_account.clone(),
                     mode,
-                    operation: Operation::Create { request, facts: None, held: Decimal::ZERO },
+                    operation: Operation::Create { request, facts: None, held: Amount::ZERO },
                     verdict: Verdict::Undecided,
                     reply,
                 }
@@ -357,7 +356,7 @@ impl ShardState {
                     reply.send(Outcome::Rejected(Rejection::TransferNotFound));
                     return;
                 };
-                let posted_amount = match rules::check_post(stored, amount, now_ms) {
+                let posted_amount = match rules::check_post(stored, amount.as_ref(), now_ms) {
                     Err(rejection) => return reply.send(Outcome::Rejected(rejection)),
                     Ok(PostOutcome::Replay) => return reply.send(Outcome::Existing(stored.clone())),
                     Ok(PostOutcome::Apply { posted_amount }) => posted_amount,
@@ -420,15 +419,16 @@ impl ShardState {
         };
         // Holds of atomic batches still open on this account count as spent.
         let held_elsewhere = if self.in_flight_debits.is_empty() {
-            Decimal::ZERO
+            Amount::ZERO
         } else {
             self.in_flight_debits.get(&request.debit_account).copied().unwrap_or_default()
         };
-        let facts = rules::debit_facts(debit, request.amount, held_elsewhere);
+        let debit_amount = rules::debit_amount(debit, &request.amount).unwrap_or(Amount::ZERO);
+        let facts = rules::debit_facts(debit, debit_amount, held_elsewhere);
         let Some(credit) = credit else {
             return reply.send(Outcome::Rejected(Rejection::CreditAccountNotFound));
         };
-        let amount = match rules::decide_transfer(&facts, credit, request.amount) {
+        let amount = match rules::decide_transfer(&facts, credit, &request.amount) {
             Ok(amount) => amount,
             Err(rejection) => return reply.send(Outcome::Rejected(rejection)),
         };
@@ -597,12 +597,18 @@ impl ShardState {
                         .and_then(|credits| credits.get(&conversation.debit))
                         .copied()
                         .unwrap_or_default(),
-                    Mode::Single => Decimal::ZERO,
+                    Mode::Single => Amount::ZERO,
                 };
-                let debit_facts = rules::debit_facts(account, request.amount, in_flight - tentative);
-                if debit_facts.may_hold() && request.amount.scale() <= account.currency.scale {
-                    *self.in_flight_debits.entry(conversation.debit.clone()).or_default() += request.amount;
-                    *held = request.amount;
+                // In flight less tentative credits: both bounded, so this stays inside i128.
+                let held_elsewhere = in_flight.checked_sub(tentative).expect("bounded amounts");
+                let amount = rules::debit_amount(account, &request.amount);
+                let debit_facts = rules::debit_facts(account, amount.unwrap_or(Amount::ZERO), held_elsewhere);
+                if let Some(amount) = amount
+                    && debit_facts.may_hold()
+                {
+                    let entry = self.in_flight_debits.entry(conversation.debit.clone()).or_default();
+                    *entry = entry.checked_add(amount).expect("holds within the bound add up inside i128");
+                    *held = amount;
                 }
                 *facts = Some(debit_facts);
             }
@@ -631,10 +637,10 @@ impl ShardState {
         self.send(&transfer_id, ShardMessage::Finish(conversation));
     }
 
-    fn release_hold(&mut self, account: &Id, amount: Decimal) {
+    fn release_hold(&mut self, account: &Id, amount: Amount) {
         let remaining = self.in_flight_debits.get_mut(account).expect("a released hold was placed");
-        *remaining -= amount;
-        assert!(!remaining.is_sign_negative() || remaining.is_zero(), "in-flight holds on {account} went negative");
+        *remaining = remaining.checked_sub(amount).expect("a released hold is at most what is held");
+        assert!(!remaining.is_negative(), "in-flight holds on {account} went negative");
         if remaining.is_zero() {
             self.in_flight_debits.remove(account);
         }
@@ -669,19 +675,16 @@ impl ShardState {
         let record = match &conversation.operation {
             Operation::Create { request, facts, .. } => {
                 let facts = facts.as_ref().expect("the debit owner reports its facts");
-                let amount = match rules::decide_transfer(facts, credit, request.amount) {
+                let amount = match rules::decide_transfer(facts, credit, &request.amount) {
                     Ok(amount) => amount,
                     Err(rejection) => return Verdict::Rejected(rejection),
                 };
                 let record = transfer_record(request, amount, credit, self.now_ms());
                 if let Mode::Atomic(batch) = conversation.mode {
                     if !request.pending {
-                        *self
-                            .tentative_credits
-                            .entry(batch)
-                            .or_default()
-                            .entry(conversation.credit.clone())
-                            .or_default() += amount;
+                        let credits = self.tentative_credits.entry(batch).or_default();
+                        let credit = credits.entry(conversation.credit.clone()).or_default();
+                        *credit = credit.checked_add(amount).expect("bounded amounts add up inside i128");
                     }
                     return Verdict::Tentative { record };
                 }
@@ -745,10 +748,10 @@ impl ShardState {
         self.end_batch(batch);
     }
 
-    fn take_tentative_credit(&mut self, batch: BatchId, account: &Id, amount: Decimal) {
+    fn take_tentative_credit(&mut self, batch: BatchId, account: &Id, amount: Amount) {
         let credits = self.tentative_credits.get_mut(&batch).expect("a committed credit was tentative");
         let remaining = credits.get_mut(account).expect("a committed credit was tentative");
-        *remaining -= amount;
+        *remaining = remaining.checked_sub(amount).expect("a committed credit is at most what is tentative");
         if remaining.is_zero() {
             credits.remove(account);
         }

@@ -11,11 +11,10 @@
 mod common;
 
 use actors::BatchItemResult;
-use common::{boot, id, usd};
+use common::{boot, id, usd, written};
 use engine::ledger::TransferDecision;
 use engine::{Ledger, Overdraft, Record, Rejection, TransferRequest};
 use proptest::prelude::*;
-use rust_decimal::Decimal;
 
 const ACCOUNTS: [&str; 5] = ["a", "b", "c", "d", "e"];
 
@@ -49,7 +48,7 @@ fn request(item: &Item) -> TransferRequest {
         id: id(&format!("t{}", item.id)),
         debit_account: id(ACCOUNTS[item.debit]),
         credit_account: id(ACCOUNTS[item.credit]),
-        amount: Decimal::new(item.cents, 2),
+        amount: written(item.cents),
         pending: item.pending,
         timeout_seconds: 0,
         description: String::new(),
@@ -60,7 +59,7 @@ fn request(item: &Item) -> TransferRequest {
 /// What a result comes to, for comparison: the code, and for a creation the amount.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Expected {
-    Created(Decimal),
+    Created(engine::Amount),
     Exists,
     Rejected(Rejection),
 }
@@ -127,7 +126,7 @@ async fn run(shards: usize, batches: Vec<Batch>) -> Result<(), TestCaseError> {
     let mut reference = Ledger::default();
     for (index, name) in ACCOUNTS.iter().enumerate() {
         // Two accounts may go negative without bound, so that money enters the others.
-        let overdraft = if index < 2 { Overdraft::Unlimited } else { Overdraft::Limited(usd().zero()) };
+        let overdraft = if index < 2 { Overdraft::Unlimited } else { Overdraft::Limited(engine::Amount::ZERO) };
         let (account, _) = node.handle.create_account(common::account(name, overdraft)).await.unwrap();
         apply(
             &mut reference,

@@ -3,12 +3,11 @@
 mod common;
 
 use actors::{BatchItemResult, LedgerError, system_clock};
-use common::{account, boot, id, recovered_ledger, transfer};
-use engine::{Overdraft, Rejection};
-use rust_decimal::Decimal;
+use common::{account, boot, cents, id, recovered_ledger, transfer};
+use engine::{Amount, Overdraft, Rejection};
 
 fn limited() -> Overdraft {
-    Overdraft::Limited(Decimal::ZERO)
+    Overdraft::Limited(Amount::ZERO)
 }
 
 async fn open(node: &common::Node, names: &[&str]) {
@@ -45,8 +44,8 @@ async fn batch_items_see_earlier_items() {
         codes,
         ["created", "created", "insufficient_funds", "created", "exists", "exists_with_different_fields"]
     );
-    assert_eq!(node.handle.account(&id("bob")).await.unwrap().balance(), Decimal::new(4_000, 2));
-    assert_eq!(node.handle.account(&id("dave")).await.unwrap().balance(), Decimal::new(6_000, 2));
+    assert_eq!(node.handle.account(&id("bob")).await.unwrap().balance(), cents(4_000));
+    assert_eq!(node.handle.account(&id("dave")).await.unwrap().balance(), cents(6_000));
     // Sequences follow index order for dependent items.
     let seq = |index: usize| match &results[index] {
         BatchItemResult::Created(transfer) => transfer.seq,
@@ -89,10 +88,10 @@ async fn atomic_batch_is_all_or_nothing() {
         unreachable!()
     };
     assert_eq!(second.seq, first.seq + 1, "an atomic batch is written as consecutive records");
-    assert_eq!(node.handle.account(&id("bob")).await.unwrap().balance(), Decimal::new(4_000, 2));
+    assert_eq!(node.handle.account(&id("bob")).await.unwrap().balance(), cents(4_000));
     node.stop().await;
     let ledger = recovered_ledger(directory.path());
-    assert_eq!(ledger.accounts[&id("carol")].balance(), Decimal::new(6_000, 2));
+    assert_eq!(ledger.accounts[&id("carol")].balance(), cents(6_000));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,8 +13,7 @@ use std::time::Duration;
 
 use actors::{LedgerError, LedgerHandle, LedgerSettings, system_clock};
 use common::{account, transfer};
-use engine::{Overdraft, Rejection};
-use rust_decimal::Decimal;
+use engine::{Amount, Overdraft, Rejection};
 use snapshots::{Committer, CommitterSettings, EncodedGroup, Storage, WalError};
 
 /// How many writes may complete, and how many did.
@@ -67,7 +66,7 @@ async fn a_rejection_waits_for_the_effect_it_saw() {
         let handle = LedgerHandle::start(settings, engine::Ledger::default(), commit.clone()).await.unwrap();
         handle.create_account(account("bank", Overdraft::Unlimited)).await.unwrap();
         for name in ["alice", "bob"] {
-            handle.create_account(account(name, Overdraft::Limited(Decimal::ZERO))).await.unwrap();
+            handle.create_account(account(name, Overdraft::Limited(Amount::ZERO))).await.unwrap();
         }
         handle.create_transfer(transfer("fund", "bank", "alice", 1_000)).await.unwrap();
 

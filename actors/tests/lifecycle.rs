@@ -4,9 +4,8 @@
 mod common;
 
 use actors::LedgerError;
-use common::{ManualClock, account, boot, id, transfer};
-use engine::{Overdraft, Rejection, TransferStatus};
-use rust_decimal::Decimal;
+use common::{ManualClock, account, boot, cents, id, transfer, written};
+use engine::{Amount, Overdraft, Rejection, TransferStatus};
 
 fn rejected(rejection: Rejection) -> LedgerError {
     LedgerError::Rejected(rejection)
@@ -23,14 +22,14 @@ async fn pending_life_cycle_with_frozen_accounts_and_deadlines() {
     let node = boot(directory.path(), 3, clock.clock()).await;
     let handle = &node.handle;
     handle.create_account(account("bank", Overdraft::Unlimited)).await.unwrap();
-    handle.create_account(account("alice", Overdraft::Limited(Decimal::ZERO))).await.unwrap();
-    handle.create_account(account("bob", Overdraft::Limited(Decimal::ZERO))).await.unwrap();
+    handle.create_account(account("alice", Overdraft::Limited(Amount::ZERO))).await.unwrap();
+    handle.create_account(account("bob", Overdraft::Limited(Amount::ZERO))).await.unwrap();
     handle.create_transfer(transfer("fund", "bank", "alice", 10_000)).await.unwrap();
 
     // A hold counts against available funds at once.
     handle.create_transfer(hold("h1", "alice", "bob", 6_000, 0)).await.unwrap();
     let alice = handle.account(&id("alice")).await.unwrap();
-    assert_eq!((alice.balance(), alice.available()), (Decimal::new(10_000, 2), Decimal::new(4_000, 2)));
+    assert_eq!((alice.balance(), alice.available()), (cents(10_000), cents(4_000)));
     assert_eq!(
         handle.create_transfer(transfer("too-much", "alice", "bob", 4_001)).await,
         Err(rejected(Rejection::InsufficientFunds))
@@ -56,20 +55,20 @@ async fn pending_life_cycle_with_frozen_accounts_and_deadlines() {
     // Partial post releases the rest; re-post with the same amount replays, another conflicts.
     handle.create_transfer(hold("h2", "alice", "bob", 5_000, 0)).await.unwrap();
     assert_eq!(
-        handle.post_transfer(&id("h2"), Some(Decimal::new(5_001, 2))).await,
+        handle.post_transfer(&id("h2"), Some(written(5_001))).await,
         Err(rejected(Rejection::ExceedsPendingAmount))
     );
-    let posted = handle.post_transfer(&id("h2"), Some(Decimal::new(2_000, 2))).await.unwrap();
-    assert_eq!((posted.status, posted.posted_amount), (TransferStatus::Posted, Decimal::new(2_000, 2)));
-    assert_eq!(handle.post_transfer(&id("h2"), Some(Decimal::new(2_000, 2))).await.unwrap().seq, posted.seq);
+    let posted = handle.post_transfer(&id("h2"), Some(written(2_000))).await.unwrap();
+    assert_eq!((posted.status, posted.posted_amount), (TransferStatus::Posted, cents(2_000)));
+    assert_eq!(handle.post_transfer(&id("h2"), Some(written(2_000))).await.unwrap().seq, posted.seq);
     assert_eq!(
-        handle.post_transfer(&id("h2"), Some(Decimal::new(1_000, 2))).await,
+        handle.post_transfer(&id("h2"), Some(written(1_000))).await,
         Err(rejected(Rejection::PendingTransferAlreadyPosted))
     );
     assert_eq!(handle.void_transfer(&id("h2")).await, Err(rejected(Rejection::PendingTransferAlreadyPosted)));
     assert_eq!(handle.post_transfer(&id("fund"), None).await, Err(rejected(Rejection::TransferNotPending)));
     let alice = handle.account(&id("alice")).await.unwrap();
-    assert_eq!((alice.balance(), alice.pending_debits), (Decimal::new(8_000, 2), Decimal::ZERO));
+    assert_eq!((alice.balance(), alice.pending_debits), (cents(8_000), Amount::ZERO));
 
     // Past the deadline, post and void answer expired even before the release has run, and
     // the release itself comes with the next expiry tick, even on a frozen account.
@@ -84,7 +83,7 @@ async fn pending_life_cycle_with_frozen_accounts_and_deadlines() {
         tokio::task::yield_now().await;
     }
     let bob = handle.account(&id("bob")).await.unwrap();
-    assert_eq!((bob.balance(), bob.pending_credits), (Decimal::new(2_000, 2), Decimal::ZERO));
+    assert_eq!((bob.balance(), bob.pending_credits), (cents(2_000), Amount::ZERO));
     node.stop().await;
     let ledger = common::recovered_ledger(directory.path());
     assert_eq!(ledger.transfers[&id("h3")].status, TransferStatus::Expired, "expiry is durable");

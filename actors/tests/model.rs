@@ -7,11 +7,10 @@
 
 mod common;
 
-use common::{ManualClock, boot, id, usd};
+use common::{ManualClock, boot, cents, id, usd, written};
 use engine::ledger::TransferDecision;
 use engine::{Ledger, Overdraft, Record, TransferRequest};
 use proptest::prelude::*;
-use rust_decimal::Decimal;
 
 const ACCOUNTS: [&str; 4] = ["a", "b", "c", "d"];
 
@@ -71,7 +70,7 @@ async fn run(shards: usize, operations: Vec<Operation>) -> Result<(), TestCaseEr
     let mut node = boot(directory.path(), shards, clock.clock()).await;
     let mut reference = Ledger::default();
     for (index, name) in ACCOUNTS.iter().enumerate() {
-        let overdraft = if index == 0 { Overdraft::Unlimited } else { Overdraft::Limited(usd().zero()) };
+        let overdraft = if index == 0 { Overdraft::Unlimited } else { Overdraft::Limited(engine::Amount::ZERO) };
         let (account, created) = node.handle.create_account(common::account(name, overdraft)).await.unwrap();
         prop_assert!(created);
         apply(
@@ -88,12 +87,12 @@ async fn run(shards: usize, operations: Vec<Operation>) -> Result<(), TestCaseEr
     for operation in operations {
         let now_ms = clock.now_ms();
         match operation {
-            Operation::Transfer { id: number, debit, credit, cents, pending, timeout_seconds } => {
+            Operation::Transfer { id: number, debit, credit, cents: amount, pending, timeout_seconds } => {
                 let request = TransferRequest {
                     id: id(&format!("t{number}")),
                     debit_account: id(ACCOUNTS[debit]),
                     credit_account: id(ACCOUNTS[credit]),
-                    amount: Decimal::new(cents, 2),
+                    amount: written(amount),
                     pending,
                     timeout_seconds,
                     description: String::new(),
@@ -103,7 +102,7 @@ async fn run(shards: usize, operations: Vec<Operation>) -> Result<(), TestCaseEr
                 let actual = node.handle.create_transfer(request).await;
                 match (expected, actual) {
                     (Ok(TransferDecision::New(record)), Ok((transfer, true))) => {
-                        prop_assert_eq!(transfer.amount, Decimal::new(cents, 2));
+                        prop_assert_eq!(transfer.amount, cents(amount));
                         apply(&mut reference, record);
                     }
                     (Ok(TransferDecision::Replay(stored)), Ok((transfer, false))) => {
@@ -115,10 +114,10 @@ async fn run(shards: usize, operations: Vec<Operation>) -> Result<(), TestCaseEr
                     }
                 }
             }
-            Operation::Post { id: number, cents } => {
+            Operation::Post { id: number, cents: amount } => {
                 let transfer_id = id(&format!("t{number}"));
-                let amount = cents.map(|cents| Decimal::new(cents, 2));
-                let expected = reference.post(&transfer_id, amount, now_ms);
+                let amount = amount.map(written);
+                let expected = reference.post(&transfer_id, amount.as_ref(), now_ms);
                 let actual = node.handle.post_transfer(&transfer_id, amount).await;
                 match (expected, actual) {
                     (Ok(Some(record)), Ok(_)) => apply(&mut reference, record),

@@ -22,8 +22,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
-use engine::{Id, Ledger, TransferStatus};
-use rust_decimal::Decimal;
+use engine::amount::ExactSum;
+use engine::{Amount, Currency, Id, Ledger, TransferStatus};
 use snapshots::{RecoveryProgress, SnapshotInfo, Wal};
 
 /// What one audit found.
@@ -166,11 +166,11 @@ pub fn audit_data_dir(data_dir: &Path, wal: &Wal, mut progress: impl FnMut(Recov
 
 /// Accounts whose posted totals differ from the sums of the posted transfers naming them.
 pub fn posted_totals_problems(ledger: &Ledger) -> Vec<String> {
-    let mut posted: HashMap<&Id, (Decimal, Decimal)> = HashMap::new();
+    let mut posted: HashMap<&Id, (ExactSum, ExactSum)> = HashMap::new();
     for transfer in ledger.transfers.values() {
         if transfer.status == TransferStatus::Posted {
-            posted.entry(&transfer.debit_account).or_default().0 += transfer.posted_amount;
-            posted.entry(&transfer.credit_account).or_default().1 += transfer.posted_amount;
+            posted.entry(&transfer.debit_account).or_default().0.add(transfer.posted_amount);
+            posted.entry(&transfer.credit_account).or_default().1.add(transfer.posted_amount);
         }
     }
     let mut problems = Vec::new();
@@ -178,10 +178,16 @@ pub fn posted_totals_problems(ledger: &Ledger) -> Vec<String> {
     accounts.sort_by(|a, b| a.id.cmp(&b.id));
     for account in accounts {
         let (debits, credits) = posted.get(&account.id).copied().unwrap_or_default();
-        if account.debits_posted != debits || account.credits_posted != credits {
+        let agrees = debits.value() == Some(account.debits_posted.minor_units())
+            && credits.value() == Some(account.credits_posted.minor_units());
+        if !agrees {
+            let currency = &account.currency;
             problems.push(format!(
-                "account {}: debits_posted {} and credits_posted {}, but its posted transfers sum to {} and {}",
-                account.id, account.debits_posted, account.credits_posted, debits, credits
+                "account {}: debits_posted {} and credits_posted {}, but its posted transfers sum to {debits} and \
+                 {credits} minor units",
+                account.id,
+                currency.format(account.debits_posted),
+                currency.format(account.credits_posted),
             ));
         }
     }
@@ -219,22 +225,41 @@ pub fn first_difference(left: &Ledger, right: &Ledger) -> Option<String> {
     Some("the webhook and deposit bookkeeping differs".to_owned())
 }
 
-/// Per currency: `(scale, sum of balances, sum of positive balances, accounts)`.
-pub fn currency_totals(ledger: &Ledger) -> BTreeMap<String, (u32, Decimal, Decimal, u64)> {
-    let mut totals: BTreeMap<String, (u32, Decimal, Decimal, u64)> = BTreeMap::new();
-    for account in ledger.accounts.values() {
-        let entry = totals.entry(account.currency.code.to_string()).or_insert((
-            account.currency.scale,
-            Decimal::ZERO,
-            Decimal::ZERO,
-            0,
-        ));
-        let balance = account.balance();
-        entry.1 += balance;
-        if balance.is_sign_positive() {
-            entry.2 += balance;
+/// One currency's totals over every account.
+#[derive(Debug, Clone)]
+pub struct CurrencyTotals {
+    pub currency: Currency,
+    pub balances: ExactSum,
+    pub positive_balances: ExactSum,
+    pub accounts: u64,
+}
+
+impl CurrencyTotals {
+    /// `sum` printed in the currency's units (or in minor units when it passes `i128`).
+    pub fn format(&self, sum: ExactSum) -> String {
+        match sum.value() {
+            Some(units) => self.currency.format(Amount::from_minor_units(units)),
+            None => format!("{sum} minor units"),
         }
-        entry.3 += 1;
+    }
+}
+
+/// Per currency code: the sums of balances and of positive balances, and the accounts.
+pub fn currency_totals(ledger: &Ledger) -> BTreeMap<String, CurrencyTotals> {
+    let mut totals: BTreeMap<String, CurrencyTotals> = BTreeMap::new();
+    for account in ledger.accounts.values() {
+        let entry = totals.entry(account.currency.code.to_string()).or_insert_with(|| CurrencyTotals {
+            currency: account.currency.clone(),
+            balances: ExactSum::default(),
+            positive_balances: ExactSum::default(),
+            accounts: 0,
+        });
+        let balance = account.balance();
+        entry.balances.add(balance);
+        if balance.is_positive() {
+            entry.positive_balances.add(balance);
+        }
+        entry.accounts += 1;
     }
     totals
 }

@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use config::Config;
-use engine::{Ledger, amount::format_scaled};
+use engine::Ledger;
 use serde::Serialize;
 use snapshots::{DataDirLock, RecoveryProgress, SnapshotInfo, Wal};
 
@@ -555,11 +555,12 @@ pub fn verify_summary(data_dir: &Path, audit: &Audit, elapsed: Duration) -> Stri
         let by_status: Vec<String> =
             counts.iter().map(|(status, count)| format!("{} {count}", status.as_str())).collect();
         line(format!("transfers: {} ({})", ledger.transfers.len(), by_status.join(", ")));
-        for (currency, (scale, sum, positive, accounts)) in audit::currency_totals(ledger) {
+        for (code, totals) in audit::currency_totals(ledger) {
             line(format!(
-                "currency {currency}: accounts {accounts}, balances sum {}, positive balances {}",
-                format_scaled(sum, scale),
-                format_scaled(positive, scale)
+                "currency {code}: accounts {}, balances sum {}, positive balances {}",
+                totals.accounts,
+                totals.format(totals.balances),
+                totals.format(totals.positive_balances)
             ));
         }
         line(format!("last_seq: {}", ledger.last_seq));

@@ -274,7 +274,7 @@ impl Engine {
             currencies: engine::CurrencyTable::new(
                 config.currencies.iter().map(|currency| engine::Currency::new(&currency.code, currency.scale)),
             ),
-            amount_max: engine::amount::amount_max_of_units(config.limits.amount_max),
+            amount_max: config.limits.amount_max,
             clock,
             request_timeout: Duration::from_millis(config.server.request_timeout_ms),
         };

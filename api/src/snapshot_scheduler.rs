@@ -217,7 +217,6 @@ mod tests {
     use super::*;
     use engine::record::{Group, Record};
     use engine::{Currency, Id, Overdraft};
-    use rust_decimal::Decimal;
 
     fn id(text: &str) -> Id {
         Id::parse(text).unwrap()
@@ -236,7 +235,7 @@ mod tests {
             Record::CreateAccount {
                 id: id("alice"),
                 currency: usd.clone(),
-                overdraft: Overdraft::Limited(Decimal::ZERO),
+                overdraft: Overdraft::Limited(engine::Amount::ZERO),
                 metadata: Default::default(),
                 created_at_ms: 1,
             },
@@ -246,7 +245,7 @@ mod tests {
                 id: id(&format!("t-{index}")),
                 debit_account: id("bank"),
                 credit_account: id("alice"),
-                amount: Decimal::new(i64::try_from(index).unwrap() + 1, 2),
+                amount: engine::Amount::from_minor_units(i128::try_from(index).unwrap() + 1),
                 currency: usd.clone(),
                 pending: false,
                 timeout_seconds: 0,

@@ -571,7 +571,7 @@ async fn transfers_move_money_and_replay(harness: Harness) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_transfers_are_400_with_the_field() {
-    let harness = harness_with(|config| config.limits.amount_max = rust_decimal::Decimal::from(1000)).await;
+    let harness = harness_with(|config| config.limits.amount_max = 1000).await;
     harness.account("alice", "USD", "unlimited").await;
     harness.account("bob", "USD", "0").await;
     let with = |key: &str, value: Value| {

@@ -20,7 +20,6 @@ use benches::{Random, id, usd_account, usd_transfer};
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use engine::record::{Group, Record, decode_group, encode_group};
 use engine::{Currency, Ledger, Overdraft};
-use rust_decimal::Decimal;
 use snapshots::{Committer, CommitterSettings, EncodedGroup, Wal};
 
 const ACCOUNTS: usize = 10_000;
@@ -35,7 +34,7 @@ fn transfer_record(sequence: u64, debit: usize, credit: usize) -> Record {
         id: id(&format!("t-{sequence}")),
         debit_account: id(&account_name(debit)),
         credit_account: id(&account_name(credit)),
-        amount: Decimal::new(1_234, 2),
+        amount: engine::Amount::from_minor_units(1_234),
         currency: Currency::new("USD", 2),
         pending: false,
         timeout_seconds: 0,
@@ -101,14 +100,14 @@ fn funded_ledger() -> Ledger {
     };
     apply(&mut ledger, create("bank".to_owned(), Overdraft::Unlimited));
     for index in 0..ACCOUNTS {
-        apply(&mut ledger, create(account_name(index), Overdraft::Limited(Decimal::ZERO)));
+        apply(&mut ledger, create(account_name(index), Overdraft::Limited(engine::Amount::ZERO)));
     }
     for index in 0..ACCOUNTS {
         let mut funding = transfer_record(0, 0, index);
         if let Record::CreateTransfer { id: transfer_id, debit_account, amount, .. } = &mut funding {
             *transfer_id = engine::Id::parse(&format!("seed-{index}")).expect("valid");
             *debit_account = engine::Id::parse("bank").expect("valid");
-            *amount = Decimal::new(100_000_000, 2);
+            *amount = engine::Amount::from_minor_units(100_000_000);
         }
         apply(&mut ledger, funding);
     }
@@ -150,7 +149,7 @@ fn actor_round_trip(criterion: &mut Criterion) {
         handle.create_account(usd_account("bank", Overdraft::Unlimited)).await.expect("bank");
         for index in 0..1000 {
             let name = account_name(index);
-            handle.create_account(usd_account(&name, Overdraft::Limited(Decimal::ZERO))).await.expect("account");
+            handle.create_account(usd_account(&name, Overdraft::Limited(engine::Amount::ZERO))).await.expect("account");
             handle
                 .create_transfer(usd_transfer(&format!("seed-{index}"), "bank", &name, 100_000_000))
                 .await

@@ -15,12 +15,11 @@ use api::http::transfers::{BatchItemBody, BatchResponse, TransferBody, parse_tra
 use benches::id;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use engine::{Currency, Transfer, TransferStatus};
-use rust_decimal::Decimal;
 use serde_json::Value;
 
 fn limits() -> RequestLimits {
     RequestLimits {
-        amount_max: Decimal::from(1_000_000_000_000_000_i64),
+        amount_max: 1_000_000_000_000_000,
         batch_max: 8190,
         history_limit_max: 1000,
         text: TextLimits {
@@ -61,7 +60,7 @@ fn transfer(index: u64) -> Transfer {
         id: id(&format!("r1a2b3c4-c7-{index}")),
         debit_account: id(&format!("r1a2b3c4-a{}", index % 10_000)),
         credit_account: id(&format!("r1a2b3c4-a{}", (index + 1) % 10_000)),
-        amount: Decimal::new(i64::try_from(1 + index % 100).expect("small"), 0),
+        amount: engine::Amount::from_minor_units(i128::from(1 + index % 100)),
         currency: Currency::new("USD", 2),
         pending: false,
         timeout_seconds: 0,
@@ -70,7 +69,7 @@ fn transfer(index: u64) -> Transfer {
         created_at_ms: 1_795_341_600_123,
         seq: 1_000_000 + index,
         status: TransferStatus::Posted,
-        posted_amount: Decimal::new(i64::try_from(1 + index % 100).expect("small"), 0),
+        posted_amount: engine::Amount::from_minor_units(i128::from(1 + index % 100)),
         last_seq: 1_000_000 + index,
     }
 }

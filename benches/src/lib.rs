@@ -5,7 +5,6 @@ use std::path::Path;
 
 use actors::{AccountRequest, LedgerHandle, LedgerSettings, system_clock};
 use engine::{Currency, Id, Overdraft, TransferRequest};
-use rust_decimal::Decimal;
 use snapshots::{Committer, CommitterSettings, WalError};
 
 /// A ledger running in this process.
@@ -43,7 +42,7 @@ pub fn usd_transfer(transfer_id: &str, debit: &str, credit: &str, cents: i64) ->
         id: id(transfer_id),
         debit_account: id(debit),
         credit_account: id(credit),
-        amount: Decimal::new(cents, 2),
+        amount: engine::WrittenAmount::from_minor_units(u128::try_from(cents).expect("a positive amount"), 2),
         pending: false,
         timeout_seconds: 0,
         description: String::new(),

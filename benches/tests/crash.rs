@@ -6,12 +6,10 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use rust_decimal::Decimal;
-
 #[test]
 fn acknowledged_transfers_survive_sigkill() {
     let directory = tempfile::tempdir().unwrap();
-    let mut acknowledged: HashMap<String, Decimal> = HashMap::new();
+    let mut acknowledged: HashMap<String, engine::Amount> = HashMap::new();
     let seed = std::env::var("CRASH_SEED").ok().and_then(|seed| seed.parse().ok()).unwrap_or_else(|| {
         let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
         u64::from(nanos)
@@ -61,9 +59,9 @@ fn acknowledged_transfers_survive_sigkill() {
     assert!(acknowledged.len() > 50, "the writer made progress ({})", acknowledged.len());
 }
 
-fn record(acknowledged: &mut HashMap<String, Decimal>, line: &str) {
+fn record(acknowledged: &mut HashMap<String, engine::Amount>, line: &str) {
     if let Some(rest) = line.strip_prefix("ack ") {
         let (id, amount) = rest.split_once(' ').expect("ack ID AMOUNT");
-        acknowledged.insert(id.to_owned(), amount.parse().expect("an amount"));
+        acknowledged.insert(id.to_owned(), engine::Currency::new("USD", 2).parse_printed(amount).expect("an amount"));
     }
 }

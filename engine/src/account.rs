@@ -5,10 +5,9 @@
 
 use std::collections::BTreeMap;
 
-use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
-use crate::amount::{Currency, decimal_bytes};
+use crate::amount::{Amount, Currency};
 use crate::id::Id;
 
 /// String→string pairs attached to an account or transfer (bounded by config).
@@ -18,7 +17,7 @@ pub type Metadata = BTreeMap<String, String>;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Overdraft {
     /// The balance (minus pending debits) may go down to minus this amount.
-    Limited(#[serde(with = "decimal_bytes")] Decimal),
+    Limited(Amount),
     /// No lower bound (settlement and system accounts).
     Unlimited,
 }
@@ -28,14 +27,10 @@ pub enum Overdraft {
 pub struct Account {
     pub id: Id,
     pub currency: Currency,
-    #[serde(with = "decimal_bytes")]
-    pub debits_posted: Decimal,
-    #[serde(with = "decimal_bytes")]
-    pub credits_posted: Decimal,
-    #[serde(with = "decimal_bytes")]
-    pub pending_debits: Decimal,
-    #[serde(with = "decimal_bytes")]
-    pub pending_credits: Decimal,
+    pub debits_posted: Amount,
+    pub credits_posted: Amount,
+    pub pending_debits: Amount,
+    pub pending_credits: Amount,
     pub overdraft: Overdraft,
     pub frozen: bool,
     pub metadata: Metadata,
@@ -61,14 +56,13 @@ impl Account {
         created_at_ms: i64,
         seq: u64,
     ) -> Account {
-        let zero = currency.zero();
         Account {
             id,
             currency,
-            debits_posted: zero,
-            credits_posted: zero,
-            pending_debits: zero,
-            pending_credits: zero,
+            debits_posted: Amount::ZERO,
+            credits_posted: Amount::ZERO,
+            pending_debits: Amount::ZERO,
+            pending_credits: Amount::ZERO,
             overdraft,
             frozen: false,
             metadata,
@@ -79,19 +73,25 @@ impl Account {
         }
     }
 
-    pub fn balance(&self) -> Decimal {
-        self.credits_posted - self.debits_posted
+    /// `credits_posted − debits_posted` (both bounded, so this never leaves `i128`).
+    pub fn balance(&self) -> Amount {
+        Amount::from_minor_units(self.credits_posted.minor_units() - self.debits_posted.minor_units())
     }
 
-    pub fn available(&self) -> Decimal {
-        self.balance() - self.pending_debits
+    /// `balance − pending_debits`.
+    pub fn available(&self) -> Amount {
+        Amount::from_minor_units(self.balance().minor_units() - self.pending_debits.minor_units())
     }
 
     /// Whether the account respects its overdraft limit once `extra_debits` more are held.
-    pub fn within_overdraft(&self, extra_debits: Decimal) -> bool {
+    /// `available + limit` is at most 3 × 10^36 and `extra_debits` at most a saturated
+    /// amount, so the comparison is exact in `i128`.
+    pub fn within_overdraft(&self, extra_debits: Amount) -> bool {
         match self.overdraft {
             Overdraft::Unlimited => true,
-            Overdraft::Limited(limit) => self.available() - extra_debits >= -limit,
+            Overdraft::Limited(limit) => {
+                self.available().minor_units() + limit.minor_units() >= extra_debits.minor_units()
+            }
         }
     }
 

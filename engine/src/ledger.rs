@@ -10,10 +10,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use rust_decimal::Decimal;
-
 use crate::account::{Account, Overdraft};
-use crate::amount::{add_total, sub_total};
+use crate::amount::{Amount, ExactSum, WrittenAmount};
 use crate::id::{Id, IdMap};
 use crate::record::Record;
 use crate::rejection::Rejection;
@@ -57,10 +55,10 @@ pub enum ApplyError {
 /// [`account_change`] without touching the account, written by [`AccountChange::commit`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AccountChange {
-    debits_posted: Decimal,
-    credits_posted: Decimal,
-    pending_debits: Decimal,
-    pending_credits: Decimal,
+    debits_posted: Amount,
+    credits_posted: Amount,
+    pending_debits: Amount,
+    pending_credits: Amount,
     frozen: bool,
 }
 
@@ -85,7 +83,7 @@ pub fn account_change(
     seq: u64,
     record: &Record,
 ) -> Result<Option<AccountChange>, ApplyError> {
-    let scale = account.currency.scale;
+    let currency = &account.currency;
     let overflow = || ApplyError::Overflow { seq, account: account.id.clone() };
     let mut change = AccountChange {
         debits_posted: account.debits_posted,
@@ -112,40 +110,42 @@ pub fn account_change(
                 (Side::Credit, false) => &mut change.credits_posted,
                 (Side::Credit, true) => &mut change.pending_credits,
             };
-            *total = add_total(*total, *amount, scale).ok_or_else(overflow)?;
+            *total = currency.add_total(*total, *amount).ok_or_else(overflow)?;
         }
         Record::PostPending { pending_amount, posted_amount, .. } => {
             let (pending_total, posted_total) = match side {
                 Side::Debit => (&mut change.pending_debits, &mut change.debits_posted),
                 Side::Credit => (&mut change.pending_credits, &mut change.credits_posted),
             };
-            *pending_total = sub_total(*pending_total, *pending_amount, scale).ok_or_else(overflow)?;
-            *posted_total = add_total(*posted_total, *posted_amount, scale).ok_or_else(overflow)?;
+            *pending_total = currency.sub_total(*pending_total, *pending_amount).ok_or_else(overflow)?;
+            *posted_total = currency.add_total(*posted_total, *posted_amount).ok_or_else(overflow)?;
         }
         Record::VoidPending { pending_amount, .. } | Record::ExpirePending { pending_amount, .. } => {
             let pending_total = match side {
                 Side::Debit => &mut change.pending_debits,
                 Side::Credit => &mut change.pending_credits,
             };
-            *pending_total = sub_total(*pending_total, *pending_amount, scale).ok_or_else(overflow)?;
+            *pending_total = currency.sub_total(*pending_total, *pending_amount).ok_or_else(overflow)?;
         }
     }
-    if is_negative(change.pending_debits) || is_negative(change.pending_credits) {
+    let negative = [change.debits_posted, change.credits_posted, change.pending_debits, change.pending_credits]
+        .iter()
+        .any(|total| total.is_negative());
+    if negative {
         return Err(ApplyError::Overflow { seq, account: account.id.clone() });
     }
-    if side == Side::Debit {
-        let available = change.credits_posted - change.debits_posted - change.pending_debits;
-        if let Overdraft::Limited(limit) = account.overdraft
-            && available < -limit
-        {
+    if side == Side::Debit
+        && let Overdraft::Limited(limit) = account.overdraft
+    {
+        // Each total is within ±10^36, so this stays far inside i128.
+        let available = change.credits_posted.minor_units()
+            - change.debits_posted.minor_units()
+            - change.pending_debits.minor_units();
+        if available + limit.minor_units() < 0 {
             return Err(ApplyError::Overdrawn { seq, account: account.id.clone() });
         }
     }
     Ok(Some(change))
-}
-
-fn is_negative(value: Decimal) -> bool {
-    value.is_sign_negative() && !value.is_zero()
 }
 
 /// Applies the part of `record` that concerns `account`, which is on `side` of it: checks it
@@ -221,7 +221,7 @@ pub fn transfer_from_record(seq: u64, record: &Record) -> Option<Transfer> {
         created_at_ms: *created_at_ms,
         seq,
         status: if *pending { TransferStatus::Pending } else { TransferStatus::Posted },
-        posted_amount: if *pending { currency.zero() } else { *amount },
+        posted_amount: if *pending { Amount::ZERO } else { *amount },
         last_seq: seq,
     })
 }
@@ -262,12 +262,12 @@ fn change_stored_transfer(transfers: &mut IdMap<Arc<Transfer>>, seq: u64, record
 /// A broken invariant of the contract (API.md §7).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum InvariantViolation {
-    #[error("balances in {currency} sum to {sum}, not zero")]
-    Unbalanced { currency: String, sum: Decimal },
-    #[error("account {account} is below its overdraft limit (available {available})")]
-    Overdrawn { account: Id, available: Decimal },
-    #[error("account {account}: pending {which} is {stored} but open holds sum to {expected}")]
-    PendingMismatch { account: Id, which: &'static str, stored: Decimal, expected: Decimal },
+    #[error("balances in {currency} sum to {sum} minor units, not zero")]
+    Unbalanced { currency: String, sum: ExactSum },
+    #[error("account {account} is below its overdraft limit (available {} minor units)", available.minor_units())]
+    Overdrawn { account: Id, available: Amount },
+    #[error("account {account}: pending {which} is {} but open holds sum to {} (minor units)", stored.minor_units(), expected.minor_units())]
+    PendingMismatch { account: Id, which: &'static str, stored: Amount, expected: Amount },
     #[error("transfer {transfer} names a missing account {account}")]
     DanglingTransfer { transfer: Id, account: Id },
     #[error("transfer {transfer} is not in the currency of its accounts")]
@@ -377,14 +377,15 @@ impl Ledger {
             return Err(Rejection::AccountsMustBeDifferent);
         }
         let debit = self.accounts.get(&request.debit_account).ok_or(Rejection::DebitAccountNotFound)?;
-        let facts = rules::debit_facts(debit, request.amount, Decimal::ZERO);
+        let debit_amount = rules::debit_amount(debit, &request.amount).unwrap_or(Amount::ZERO);
+        let facts = rules::debit_facts(debit, debit_amount, Amount::ZERO);
         let credit = self.accounts.get(&request.credit_account).ok_or(Rejection::CreditAccountNotFound)?;
-        let amount = rules::decide_transfer(&facts, credit, request.amount)?;
+        let amount = rules::decide_transfer(&facts, credit, &request.amount)?;
         Ok(TransferDecision::New(transfer_record(request, amount, credit, now_ms)))
     }
 
     /// The reference decision on posting a pending transfer: `Ok(None)` is an idempotent replay.
-    pub fn post(&self, id: &Id, amount: Option<Decimal>, now_ms: i64) -> Result<Option<Record>, Rejection> {
+    pub fn post(&self, id: &Id, amount: Option<&WrittenAmount>, now_ms: i64) -> Result<Option<Record>, Rejection> {
         let transfer = self.transfers.get(id).ok_or(Rejection::TransferNotFound)?;
         match rules::check_post(transfer, amount, now_ms)? {
             PostOutcome::Replay => Ok(None),
@@ -436,8 +437,8 @@ impl Ledger {
     /// transfer naming existing accounts is kept by `apply`, and checked for a snapshot by
     /// [`Ledger::rebuild_histories`].)
     pub fn check_invariants(&self) -> Result<(), InvariantViolation> {
-        let mut sums: BTreeMap<&str, Decimal> = BTreeMap::new();
-        let mut held: HashMap<&Id, (Decimal, Decimal), ahash::RandomState> = HashMap::default();
+        let mut sums: BTreeMap<&str, ExactSum> = BTreeMap::new();
+        let mut held: HashMap<&Id, (Amount, Amount), ahash::RandomState> = HashMap::default();
         for transfer in self.transfers.values().filter(|transfer| transfer.status == TransferStatus::Pending) {
             for account in [&transfer.debit_account, &transfer.credit_account] {
                 if !self.accounts.contains_key(account) {
@@ -447,12 +448,16 @@ impl Ledger {
                     });
                 }
             }
-            held.entry(&transfer.debit_account).or_default().0 += transfer.amount;
-            held.entry(&transfer.credit_account).or_default().1 += transfer.amount;
+            // Open holds of one account sum to at most its bounded pending total; a sum past
+            // i128 can only come from a corrupt state, and saturating still reports a mismatch.
+            let debits = &mut held.entry(&transfer.debit_account).or_default().0;
+            *debits = debits.checked_add(transfer.amount).unwrap_or(Amount::from_minor_units(i128::MAX));
+            let credits = &mut held.entry(&transfer.credit_account).or_default().1;
+            *credits = credits.checked_add(transfer.amount).unwrap_or(Amount::from_minor_units(i128::MAX));
         }
         for account in self.accounts.values() {
-            *sums.entry(&account.currency.code).or_default() += account.balance();
-            if !account.within_overdraft(Decimal::ZERO) {
+            sums.entry(&account.currency.code).or_default().add(account.balance());
+            if !account.within_overdraft(Amount::ZERO) {
                 return Err(InvariantViolation::Overdrawn {
                     account: account.id.clone(),
                     available: account.available(),
@@ -517,23 +522,10 @@ impl Ledger {
         }
         Ok(())
     }
-
-    /// Per currency: (sum of balances, sum of positive balances).
-    pub fn totals_by_currency(&self) -> BTreeMap<String, (Decimal, Decimal)> {
-        let mut totals: BTreeMap<String, (Decimal, Decimal)> = BTreeMap::new();
-        for account in self.accounts.values() {
-            let entry = totals.entry(account.currency.code.to_string()).or_default();
-            entry.0 += account.balance();
-            if account.balance().is_sign_positive() {
-                entry.1 += account.balance();
-            }
-        }
-        totals
-    }
 }
 
 /// The record that creates the transfer `request` describes, with its amount rescaled.
-pub fn transfer_record(request: &TransferRequest, amount: Decimal, credit: &Account, now_ms: i64) -> Record {
+pub fn transfer_record(request: &TransferRequest, amount: Amount, credit: &Account, now_ms: i64) -> Record {
     Record::CreateTransfer {
         id: request.id.clone(),
         debit_account: request.debit_account.clone(),

@@ -16,7 +16,7 @@ pub mod rules;
 pub mod transfer;
 
 pub use account::{Account, Metadata, Overdraft};
-pub use amount::{Amount, AmountError, Currency, CurrencyTable};
+pub use amount::{Amount, AmountError, Currency, CurrencyTable, WrittenAmount};
 pub use id::{Id, IdError, IdMap, IdSet};
 pub use ledger::{ApplyError, InvariantViolation, Ledger, Side, TransferDecision};
 pub use record::{DecodeError, Group, Record};

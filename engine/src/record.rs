@@ -7,15 +7,15 @@
 //! covers the version byte and the payload. Enum variants are append-only: a new kind of
 //! record gets a new variant at the end, so old logs keep decoding.
 
-use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 use crate::account::{Metadata, Overdraft};
-use crate::amount::{Currency, decimal_bytes};
+use crate::amount::{Amount, Currency};
 use crate::id::Id;
 
-/// Version byte of the current group encoding.
-pub const GROUP_FORMAT_VERSION: u8 = 1;
+/// Version byte of the current group encoding. Version 1 (amounts as `rust_decimal` bytes) is
+/// no longer read: a log written by it is refused with [`DecodeError::Version`].
+pub const GROUP_FORMAT_VERSION: u8 = 2;
 /// Bytes before the payload: length, checksum, version.
 pub const ENVELOPE_HEADER_BYTES: usize = 9;
 
@@ -37,8 +37,7 @@ pub enum Record {
         id: Id,
         debit_account: Id,
         credit_account: Id,
-        #[serde(with = "decimal_bytes")]
-        amount: Decimal,
+        amount: Amount,
         currency: Currency,
         pending: bool,
         timeout_seconds: u64,
@@ -51,24 +50,20 @@ pub enum Record {
         transfer: Id,
         debit_account: Id,
         credit_account: Id,
-        #[serde(with = "decimal_bytes")]
-        pending_amount: Decimal,
-        #[serde(with = "decimal_bytes")]
-        posted_amount: Decimal,
+        pending_amount: Amount,
+        posted_amount: Amount,
     },
     VoidPending {
         transfer: Id,
         debit_account: Id,
         credit_account: Id,
-        #[serde(with = "decimal_bytes")]
-        pending_amount: Decimal,
+        pending_amount: Amount,
     },
     ExpirePending {
         transfer: Id,
         debit_account: Id,
         credit_account: Id,
-        #[serde(with = "decimal_bytes")]
-        pending_amount: Decimal,
+        pending_amount: Amount,
     },
     /// A fact of the webhook/deposit/withdrawal bookkeeping that moves no money by itself
     /// (a registered deposit order, a provider status seen). Opaque to the engine: the owner
@@ -198,7 +193,6 @@ pub fn decode_group(bytes: &[u8]) -> Result<Group, DecodeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::str::FromStr;
 
     fn sample() -> Group {
         let id = |text: &str| Id::parse(text).unwrap();
@@ -208,7 +202,7 @@ mod tests {
                 Record::CreateAccount {
                     id: id("alice"),
                     currency: Currency::new("USD", 2),
-                    overdraft: Overdraft::Limited(Decimal::from_str("0.00").unwrap()),
+                    overdraft: Overdraft::Limited(Amount::ZERO),
                     metadata: [("tier".to_owned(), "gold".to_owned())].into(),
                     created_at_ms: 1_700_000_000_000,
                 },
@@ -216,7 +210,7 @@ mod tests {
                     id: id("t-1"),
                     debit_account: id("alice"),
                     credit_account: id("bob"),
-                    amount: Decimal::from_str("10.50").unwrap(),
+                    amount: Amount::from_minor_units(1050),
                     currency: Currency::new("USD", 2),
                     pending: true,
                     timeout_seconds: 30,

@@ -7,10 +7,8 @@
 //! the model cannot disagree. Pending-transfer rules ([`check_post`], [`check_void`]) look only at
 //! the stored transfer and the clock.
 
-use rust_decimal::Decimal;
-
 use crate::account::Account;
-use crate::amount::{Currency, add_total, sub_total};
+use crate::amount::{Amount, Currency, WrittenAmount};
 use crate::rejection::Rejection;
 use crate::transfer::{Transfer, TransferStatus};
 
@@ -32,34 +30,43 @@ impl DebitFacts {
     }
 }
 
-/// The debit side's view of moving `amount` out of `account`, which already has
-/// `held_elsewhere` reserved by transfers still in flight.
-pub fn debit_facts(account: &Account, amount: Decimal, held_elsewhere: Decimal) -> DebitFacts {
-    let scale = account.currency.scale;
+/// The debit side's view of moving `amount` (in the account's minor units) out of `account`,
+/// which already has `held_elsewhere` reserved by transfers still in flight.
+pub fn debit_facts(account: &Account, amount: Amount, held_elsewhere: Amount) -> DebitFacts {
+    let currency = &account.currency;
     // Everything that may leave the account: posted, held by pending transfers, held by
     // transfers in flight, and this amount. Neither that total nor the balance net of it may
-    // leave the representable range.
+    // leave the bound.
     let outgoing =
-        add_total(account.pending_debits, held_elsewhere, scale).and_then(|held| add_total(held, amount, scale));
+        currency.add_total(account.pending_debits, held_elsewhere).and_then(|held| currency.add_total(held, amount));
     let overflow = match outgoing {
         None => true,
         Some(outgoing) => {
-            add_total(account.debits_posted, outgoing, scale).is_none()
-                || sub_total(account.balance(), outgoing, scale).is_none()
+            currency.add_total(account.debits_posted, outgoing).is_none()
+                || currency.sub_total(account.balance(), outgoing).is_none()
         }
     };
+    // Both are bounded (or saturated), so their sum stays inside i128.
+    let extra = held_elsewhere.checked_add(amount).expect("bounded amounts add up inside i128");
     DebitFacts {
         currency: account.currency.clone(),
         frozen: account.frozen,
-        funds_ok: account.within_overdraft(held_elsewhere + amount),
+        funds_ok: account.within_overdraft(extra),
         overflow,
     }
 }
 
+/// `written` in the minor units of `account`'s currency, for the debit side's checks before the
+/// decision: an amount with too many decimals is held as zero (the decider refuses it), and
+/// the decider sees the same normalized amount.
+pub fn debit_amount(account: &Account, written: &WrittenAmount) -> Option<Amount> {
+    account.currency.normalize(written).ok()
+}
+
 /// The verdict on a transfer, reached by the credit side once the debit side has reported.
 /// Existence of both accounts and their difference are checked before this. Returns the amount
-/// rescaled to the currency.
-pub fn decide_transfer(debit: &DebitFacts, credit: &Account, amount: Decimal) -> Result<Decimal, Rejection> {
+/// in minor units of the currency.
+pub fn decide_transfer(debit: &DebitFacts, credit: &Account, amount: &WrittenAmount) -> Result<Amount, Rejection> {
     if debit.currency != credit.currency {
         return Err(Rejection::CurrencyMismatch);
     }
@@ -70,10 +77,11 @@ pub fn decide_transfer(debit: &DebitFacts, credit: &Account, amount: Decimal) ->
     if !debit.funds_ok {
         return Err(Rejection::InsufficientFunds);
     }
-    let scale = credit.currency.scale;
+    let currency = &credit.currency;
     // Everything that may arrive: posted, pending, and this amount.
-    let credit_overflow = add_total(credit.credits_posted, credit.pending_credits, scale)
-        .and_then(|incoming| add_total(incoming, amount, scale))
+    let credit_overflow = currency
+        .add_total(credit.credits_posted, credit.pending_credits)
+        .and_then(|incoming| currency.add_total(incoming, amount))
         .is_none();
     if debit.overflow || credit_overflow {
         return Err(Rejection::Overflow);
@@ -87,16 +95,18 @@ pub enum PostOutcome {
     /// Already posted with this amount: answer with the stored transfer.
     Replay,
     /// Post `posted_amount` of the hold.
-    Apply { posted_amount: Decimal },
+    Apply { posted_amount: Amount },
 }
 
 /// Checks a post of `amount` (default: the whole hold) at `now_ms`. Frozen accounts are
 /// checked by the account sides.
-pub fn check_post(transfer: &Transfer, amount: Option<Decimal>, now_ms: i64) -> Result<PostOutcome, Rejection> {
+pub fn check_post(transfer: &Transfer, amount: Option<&WrittenAmount>, now_ms: i64) -> Result<PostOutcome, Rejection> {
     match transfer.status {
         TransferStatus::Posted if !transfer.pending => Err(Rejection::TransferNotPending),
         TransferStatus::Posted => match amount {
-            Some(amount) if amount != transfer.posted_amount => Err(Rejection::PendingTransferAlreadyPosted),
+            Some(amount) if !amount.same_value(transfer.posted_amount, transfer.currency.scale) => {
+                Err(Rejection::PendingTransferAlreadyPosted)
+            }
             _ => Ok(PostOutcome::Replay),
         },
         TransferStatus::Voided => Err(Rejection::PendingTransferAlreadyVoided),

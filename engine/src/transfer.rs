@@ -1,10 +1,9 @@
 //! Transfers: what a client asks for, what the ledger stores, and the pending life cycle.
 
-use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 use crate::account::Metadata;
-use crate::amount::{Currency, decimal_bytes};
+use crate::amount::{Amount, Currency, WrittenAmount};
 use crate::id::Id;
 
 /// Where a transfer is in its life.
@@ -35,7 +34,7 @@ pub struct TransferRequest {
     pub debit_account: Id,
     pub credit_account: Id,
     /// As written: its scale is checked against the currency once the accounts are known.
-    pub amount: Decimal,
+    pub amount: WrittenAmount,
     pub pending: bool,
     /// Pending only; 0 = never expires.
     pub timeout_seconds: u64,
@@ -49,8 +48,7 @@ pub struct Transfer {
     pub id: Id,
     pub debit_account: Id,
     pub credit_account: Id,
-    #[serde(with = "decimal_bytes")]
-    pub amount: Decimal,
+    pub amount: Amount,
     pub currency: Currency,
     pub pending: bool,
     pub timeout_seconds: u64,
@@ -60,8 +58,7 @@ pub struct Transfer {
     /// Log position of the creation.
     pub seq: u64,
     pub status: TransferStatus,
-    #[serde(with = "decimal_bytes")]
-    pub posted_amount: Decimal,
+    pub posted_amount: Amount,
     /// Log position of the last change (creation, post, void or expiry): the read barrier.
     pub last_seq: u64,
 }
@@ -77,16 +74,11 @@ impl Transfer {
     pub fn matches(&self, request: &TransferRequest) -> bool {
         self.debit_account == request.debit_account
             && self.credit_account == request.credit_account
-            && self.amount == request.amount
+            && request.amount.same_value(self.amount, self.currency.scale)
             && self.pending == request.pending
             && self.timeout_seconds == request.timeout_seconds
             && self.description == request.description
             && self.metadata == request.metadata
-    }
-
-    /// The amount still held (pending, not yet posted, voided or expired).
-    pub fn held_amount(&self) -> Decimal {
-        if self.status == TransferStatus::Pending { self.amount } else { self.currency.zero() }
     }
 }
 

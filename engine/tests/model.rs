@@ -9,9 +9,8 @@
 use std::collections::BTreeMap;
 
 use engine::ledger::TransferDecision;
-use engine::{Currency, Id, Ledger, Overdraft, Record, Rejection, TransferRequest};
+use engine::{Amount, Currency, Id, Ledger, Overdraft, Record, Rejection, TransferRequest, WrittenAmount};
 use proptest::prelude::*;
-use rust_decimal::Decimal;
 
 const ACCOUNTS: [&str; 4] = ["a", "b", "c", "d"];
 
@@ -84,8 +83,14 @@ fn id(text: &str) -> Id {
     Id::parse(text).unwrap()
 }
 
-fn cents(value: i64) -> Decimal {
-    Decimal::new(value, 2)
+/// An amount of `value` cents, as a total of the ledger.
+fn cents(value: i64) -> Amount {
+    Amount::from_minor_units(i128::from(value))
+}
+
+/// `value` cents as a client would write it (`"12.34"`).
+fn written(value: i64) -> WrittenAmount {
+    WrittenAmount::from_minor_units(u128::try_from(value).unwrap(), 2)
 }
 
 fn apply_logged(ledger: &mut Ledger, log: &mut Vec<Record>, record: Record) {
@@ -113,7 +118,7 @@ proptest! {
         let mut model = Model::default();
         let mut now_ms = 1_000_000_i64;
         for (index, name) in ACCOUNTS.iter().enumerate() {
-            let overdraft = if index == 0 { Overdraft::Unlimited } else { Overdraft::Limited(usd.zero()) };
+            let overdraft = if index == 0 { Overdraft::Unlimited } else { Overdraft::Limited(Amount::ZERO) };
             apply_logged(&mut ledger, &mut log, Record::CreateAccount {
                 id: id(name), currency: usd.clone(), overdraft, metadata: Default::default(), created_at_ms: now_ms,
             });
@@ -125,7 +130,7 @@ proptest! {
                         id: id(&format!("t{number}")),
                         debit_account: id(ACCOUNTS[debit]),
                         credit_account: id(ACCOUNTS[credit]),
-                        amount: cents(amount),
+                        amount: written(amount),
                         pending,
                         timeout_seconds,
                         description: String::new(),
@@ -174,7 +179,7 @@ proptest! {
                     }
                 }
                 Operation::Post { id: number, cents: amount } => {
-                    let actual = ledger.post(&id(&format!("t{number}")), amount.map(cents), now_ms);
+                    let actual = ledger.post(&id(&format!("t{number}")), amount.map(written).as_ref(), now_ms);
                     let expected = match model.transfers.get(&number).copied() {
                         None => Err(Rejection::TransferNotFound),
                         Some(ModelTransfer { status: Status::Posted, pending: false, .. }) => Err(Rejection::TransferNotPending),

@@ -6,14 +6,12 @@
 //! directory must be on a real disk (not tmpfs), or fdatasync costs nothing.
 
 use std::path::PathBuf;
-use std::str::FromStr;
 use std::time::Instant;
 
 use engine::account::{Metadata, Overdraft};
-use engine::amount::Currency;
+use engine::amount::{Amount, Currency};
 use engine::id::Id;
 use engine::record::{Group, Record};
-use rust_decimal::Decimal;
 use snapshots::{Committer, CommitterSettings, EncodedGroup, Wal};
 
 fn record(number: u64) -> Record {
@@ -22,7 +20,7 @@ fn record(number: u64) -> Record {
         id: id(format!("t-{number}")),
         debit_account: id(format!("acct-{}", number % 1000)),
         credit_account: id(format!("acct-{}", (number + 1) % 1000)),
-        amount: Decimal::from_str("12.34").unwrap(),
+        amount: Amount::from_minor_units(1234),
         currency: Currency::new("USD", 2),
         pending: false,
         timeout_seconds: 0,

@@ -563,7 +563,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (mut ledger, _) = sample_ledger();
         let account = ledger.accounts.values_mut().find(|account| !account.pending_debits.is_zero()).unwrap();
-        account.pending_debits = rust_decimal::Decimal::new(1, 2);
+        account.pending_debits = engine::Amount::from_minor_units(1);
         assert!(matches!(write_snapshot(dir.path(), &ledger, 0), Err(SnapshotError::Invariant { .. })));
     }
 

@@ -1,15 +1,12 @@
 //! Test helpers: records, groups, and random valid operation sequences built with the
 //! engine's reference operations.
 
-use std::str::FromStr;
-
 use engine::account::{Metadata, Overdraft};
-use engine::amount::Currency;
+use engine::amount::{Amount, Currency, WrittenAmount};
 use engine::id::Id;
 use engine::ledger::{Ledger, TransferDecision};
 use engine::record::{Group, Record};
 use engine::transfer::TransferRequest;
-use rust_decimal::Decimal;
 
 pub fn id(text: &str) -> Id {
     Id::parse_internal(text).unwrap()
@@ -25,7 +22,7 @@ pub fn transfer_record_named(name: &str) -> Record {
         id: id(name),
         debit_account: id("acct-a"),
         credit_account: id("acct-b"),
-        amount: Decimal::from_str("10.00").unwrap(),
+        amount: Amount::from_minor_units(1000),
         currency: usd(),
         pending: false,
         timeout_seconds: 0,
@@ -71,8 +68,7 @@ pub fn records_for(ops: &[Op], ledger: &mut Ledger) -> Vec<Record> {
                 if ledger.accounts.contains_key(&account) {
                     None
                 } else {
-                    let overdraft =
-                        if *unlimited { Overdraft::Unlimited } else { Overdraft::Limited(Decimal::new(0, 2)) };
+                    let overdraft = if *unlimited { Overdraft::Unlimited } else { Overdraft::Limited(Amount::ZERO) };
                     let currency = if *currency { usd() } else { Currency::new("EUR", 2) };
                     let metadata: Metadata = [("n".to_owned(), name.to_string())].into();
                     Some(Record::CreateAccount { id: account, currency, overdraft, metadata, created_at_ms: now_ms })
@@ -83,7 +79,7 @@ pub fn records_for(ops: &[Op], ledger: &mut Ledger) -> Vec<Record> {
                     id: id(&format!("t-{}", ledger.last_seq + 1)),
                     debit_account: id(&format!("acct-{debit}")),
                     credit_account: id(&format!("acct-{credit}")),
-                    amount: Decimal::new(i64::from(*cents) + 1, 2),
+                    amount: WrittenAmount::from_minor_units(u128::from(*cents) + 1, 2),
                     pending: *pending,
                     timeout_seconds: if *pending && cents % 2 == 1 { 5 } else { 0 },
                     description: "random".to_owned(),
@@ -96,15 +92,11 @@ pub fn records_for(ops: &[Op], ledger: &mut Ledger) -> Vec<Record> {
             }
             Op::Post { transfer, part } => {
                 transfers.get(usize::from(*transfer) % transfers.len().max(1)).and_then(|transfer| {
-                    let amount = ledger
-                        .transfers
-                        .get(transfer)
-                        .map(|stored| if *part { stored.amount / Decimal::from(2) } else { stored.amount });
-                    let amount = amount.map(|mut amount| {
-                        amount.rescale(2);
-                        amount
+                    let amount = ledger.transfers.get(transfer).map(|stored| {
+                        let units = stored.amount.minor_units().unsigned_abs();
+                        WrittenAmount::from_minor_units(if *part { units / 2 } else { units }, 2)
                     });
-                    ledger.post(transfer, amount, now_ms).ok().flatten()
+                    ledger.post(transfer, amount.as_ref(), now_ms).ok().flatten()
                 })
             }
             Op::Void { transfer } => transfers

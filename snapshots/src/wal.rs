@@ -676,7 +676,7 @@ mod tests {
     #[test]
     fn large_groups_go_through_blobs_and_read_back() {
         let dir = tempfile::tempdir().unwrap();
-        let groups: Vec<Group> = (0..3_u64).map(|index| group_of(1 + index * 90_000, 90_000)).collect();
+        let groups: Vec<Group> = (0..3_u64).map(|index| group_of(1 + index * 150_000, 150_000)).collect();
         {
             let wal = Wal::open(dir.path()).unwrap();
             for group in &groups {

@@ -8,8 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
 use actors::{AccountRequest, Clock, LedgerHandle, LedgerSettings};
-use engine::{Currency, Id, Overdraft, TransferRequest};
-use rust_decimal::Decimal;
+use engine::{Amount, Currency, Id, Overdraft, TransferRequest, WrittenAmount};
 use snapshots::{Committer, CommitterSettings};
 
 pub struct Node {
@@ -74,6 +73,16 @@ pub fn usd() -> Currency {
     Currency::new("USD", 2)
 }
 
+/// `value` cents, as a total of the ledger.
+pub fn cents(value: i64) -> Amount {
+    Amount::from_minor_units(i128::from(value))
+}
+
+/// `value` cents as a client writes it (`"12.34"`).
+pub fn written(value: i64) -> WrittenAmount {
+    WrittenAmount::from_minor_units(u128::try_from(value).expect("a positive amount"), 2)
+}
+
 pub fn account(name: &str, overdraft: Overdraft) -> AccountRequest {
     AccountRequest { id: id(name), currency: usd(), overdraft, metadata: Default::default() }
 }
@@ -83,7 +92,7 @@ pub fn transfer(transfer_id: &str, debit: &str, credit: &str, cents: i64) -> Tra
         id: id(transfer_id),
         debit_account: id(debit),
         credit_account: id(credit),
-        amount: Decimal::new(cents, 2),
+        amount: written(cents),
         pending: false,
         timeout_seconds: 0,
         description: String::new(),

@@ -17,7 +17,7 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use engine::amount::{AmountError, TOTAL_ABS_MAX, parse_amount};
+use engine::amount::{TOTAL_UNITS_DIGITS, WrittenAmount, parse_non_negative};
 use engine::{Account, Overdraft};
 use serde::Serialize;
 use serde_json::Value;
@@ -170,30 +170,37 @@ pub fn parse_account_request(state: &AppState, body: &Value) -> Result<AccountRe
         .with_field("currency")
     })?;
     let overdraft = match overdraft {
-        None => Overdraft::Limited(currency.zero()),
-        Some(Overdraft::Unlimited) => Overdraft::Unlimited,
-        Some(Overdraft::Limited(limit)) => {
-            Overdraft::Limited(currency.normalize(limit).map_err(|error| amount_error("overdraft_limit", &error))?)
+        None => Overdraft::Limited(engine::Amount::ZERO),
+        Some(WrittenOverdraft::Unlimited) => Overdraft::Unlimited,
+        Some(WrittenOverdraft::Limited(limit)) => {
+            let limit = currency.normalize(&limit).map_err(|error| amount_error("overdraft_limit", &error))?;
+            if limit > currency.total_max() {
+                return Err(ApiError::invalid_amount(
+                    "overdraft_limit",
+                    format!("`overdraft_limit` must be at most {}", currency.format(currency.total_max())),
+                ));
+            }
+            Overdraft::Limited(limit)
         }
     };
     Ok(AccountRequest { id, currency, overdraft, metadata })
 }
 
+/// An `overdraft_limit` as written, before the currency is known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WrittenOverdraft {
+    Unlimited,
+    Limited(WrittenAmount),
+}
+
 /// `"unlimited"`, or a non-negative decimal (zero allowed) at most 10^24.
-fn parse_overdraft(text: &str) -> Result<Overdraft, ApiError> {
+fn parse_overdraft(text: &str) -> Result<WrittenOverdraft, ApiError> {
     if text == "unlimited" {
-        return Ok(Overdraft::Unlimited);
+        return Ok(WrittenOverdraft::Unlimited);
     }
-    match parse_amount(text, TOTAL_ABS_MAX) {
-        Ok(limit) => Ok(Overdraft::Limited(limit)),
-        // Syntax is valid and the value is zero: keep the written scale for the check below.
-        Err(AmountError::NotPositive) => {
-            let fraction_digits = text.split_once('.').map_or(0, |(_, fraction)| fraction.len());
-            let scale = u32::try_from(fraction_digits).unwrap_or(u32::MAX);
-            Ok(Overdraft::Limited(rust_decimal::Decimal::new(0, scale.min(28))))
-        }
-        Err(error) => Err(amount_error("overdraft_limit", &error)),
-    }
+    parse_non_negative(text, 10_u128.pow(TOTAL_UNITS_DIGITS))
+        .map(WrittenOverdraft::Limited)
+        .map_err(|error| amount_error("overdraft_limit", &error))
 }
 
 /// Opens an account.
@@ -405,9 +412,10 @@ mod tests {
 
     #[test]
     fn overdraft_accepts_zero_and_unlimited() {
-        assert_eq!(parse_overdraft("unlimited").unwrap(), Overdraft::Unlimited);
-        assert_eq!(parse_overdraft("0").unwrap(), Overdraft::Limited(rust_decimal::Decimal::ZERO));
-        assert_eq!(parse_overdraft("0.00").unwrap(), Overdraft::Limited(rust_decimal::Decimal::new(0, 2)));
+        assert_eq!(parse_overdraft("unlimited").unwrap(), WrittenOverdraft::Unlimited);
+        let WrittenOverdraft::Limited(zero) = parse_overdraft("0.00").unwrap() else { panic!("a limit") };
+        assert!(zero.is_zero() && zero.written_scale() == 2);
+        assert!(matches!(parse_overdraft("0").unwrap(), WrittenOverdraft::Limited(limit) if limit.is_zero()));
         for bad in ["-1", "1e3", "Unlimited", "", "12.", ".5"] {
             assert!(parse_overdraft(bad).is_err(), "{bad}");
         }

@@ -19,9 +19,8 @@ use axum::extract::{FromRequest, FromRequestParts, Path, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use engine::amount::{AmountError, parse_amount};
+use engine::amount::{AmountError, WrittenAmount, parse_amount};
 use engine::{Id, IdError, Metadata};
-use rust_decimal::Decimal;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
@@ -321,18 +320,18 @@ impl<'a> Fields<'a> {
     }
 
     /// A required amount: a string of decimal digits, positive, at most `amount_max`.
-    pub fn amount(&self, key: &str, amount_max: Decimal) -> Result<Decimal, ApiError> {
+    pub fn amount(&self, key: &str, amount_max: u128) -> Result<WrittenAmount, ApiError> {
         let value =
             self.get(key).ok_or_else(|| ApiError::invalid_field(self.path(key), format!("missing field `{key}`")))?;
         self.amount_value(key, value, amount_max)
     }
 
     /// An optional amount.
-    pub fn optional_amount(&self, key: &str, amount_max: Decimal) -> Result<Option<Decimal>, ApiError> {
+    pub fn optional_amount(&self, key: &str, amount_max: u128) -> Result<Option<WrittenAmount>, ApiError> {
         self.get(key).map(|value| self.amount_value(key, value, amount_max)).transpose()
     }
 
-    fn amount_value(&self, key: &str, value: &Value, amount_max: Decimal) -> Result<Decimal, ApiError> {
+    fn amount_value(&self, key: &str, value: &Value, amount_max: u128) -> Result<WrittenAmount, ApiError> {
         let Value::String(text) = value else {
             return Err(ApiError::invalid_amount(
                 self.path(key),
@@ -515,7 +514,7 @@ mod tests {
 
     #[test]
     fn fields_name_the_culprit() {
-        let max = Decimal::from(1000);
+        let max = 1000;
         let body = json!({"id": "a b", "amount": 5, "other": 1});
         let error = Fields::new(&body, "transfers[2]", &["id", "amount"]).err().unwrap();
         assert_eq!(error.body.field.as_deref(), Some("transfers[2].other"));

@@ -22,9 +22,8 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use engine::{Amount, Currency};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use rust_decimal::Decimal;
-use rust_decimal::prelude::ToPrimitive;
 
 use crate::http::AppState;
 
@@ -162,11 +161,12 @@ impl TransferMetrics {
     }
 
     /// Adds money credited (posted) in `currency`.
-    pub fn add_credited(&self, currency: &str, amount: Decimal) {
-        let Some(total) = self.amount_by_currency.get(currency) else {
+    pub fn add_credited(&self, currency: &Currency, amount: Amount) {
+        let Some(total) = self.amount_by_currency.get(&currency.code) else {
             return;
         };
-        let amount = amount.to_f64().unwrap_or(0.0);
+        // Prometheus values are floats: the counter is for dashboards, never for money.
+        let amount = amount.minor_units() as f64 / 10_f64.powi(i32::try_from(currency.scale).unwrap_or(0));
         let _ = total
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |bits| Some((f64::from_bits(bits) + amount).to_bits()));
     }
@@ -296,9 +296,10 @@ mod tests {
     #[test]
     fn amounts_render_as_a_counter_per_currency() {
         let metrics = TransferMetrics::new([Arc::from("USD"), Arc::from("EUR")]);
-        metrics.add_credited("USD", Decimal::new(1250, 2));
-        metrics.add_credited("USD", Decimal::new(50, 2));
-        metrics.add_credited("XXX", Decimal::ONE);
+        let usd = Currency::new("USD", 2);
+        metrics.add_credited(&usd, Amount::from_minor_units(1250));
+        metrics.add_credited(&usd, Amount::from_minor_units(50));
+        metrics.add_credited(&Currency::new("XXX", 0), Amount::from_minor_units(1));
         let mut text = String::new();
         metrics.render_amounts(&mut text);
         assert!(text.contains("ledger_transfer_amount_total{currency=\"USD\"} 13\n"), "{text}");

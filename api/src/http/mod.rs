@@ -35,7 +35,6 @@ use axum::{BoxError, Extension, Json, Router};
 use config::Config;
 use engine::{Currency, CurrencyTable};
 use metrics_exporter_prometheus::PrometheusHandle;
-use rust_decimal::Decimal;
 use serde::Serialize;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -51,7 +50,7 @@ use crate::webhooks::Webhooks;
 /// Limits on what clients may send, from `[limits]`.
 #[derive(Debug, Clone, Copy)]
 pub struct RequestLimits {
-    pub amount_max: Decimal,
+    pub amount_max: u128,
     pub batch_max: usize,
     pub history_limit_max: usize,
     pub text: TextLimits,
@@ -84,7 +83,7 @@ impl AppState {
         let limits = &config.limits;
         AppState {
             limits: RequestLimits {
-                amount_max: engine::amount::amount_max_of_units(limits.amount_max),
+                amount_max: limits.amount_max,
                 batch_max: limits.batch_max,
                 history_limit_max: limits.history_limit_max,
                 text: TextLimits {

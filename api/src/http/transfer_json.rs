@@ -18,7 +18,6 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
-use std::io::Write as _;
 
 use actors::BatchItemResult;
 use engine::amount::parse_amount;
@@ -224,11 +223,9 @@ fn write_string(out: &mut Vec<u8>, text: &str) {
 
 /// Writes `amount` with exactly `scale` fractional digits as a JSON string (what
 /// `Currency::format` gives).
-fn write_amount(out: &mut Vec<u8>, amount: rust_decimal::Decimal, scale: u32) {
-    let mut scaled = amount;
-    scaled.rescale(scale);
+fn write_amount(out: &mut Vec<u8>, amount: engine::Amount, scale: u32) {
     out.push(b'"');
-    write!(out, "{scaled}").expect("writing into a Vec cannot fail");
+    out.extend_from_slice(engine::amount::format_minor_units(amount.minor_units(), scale).as_bytes());
     out.push(b'"');
 }
 
@@ -322,7 +319,6 @@ mod tests {
     use engine::{Currency, Rejection};
     use rand::rngs::SmallRng;
     use rand::{Rng, SeedableRng};
-    use rust_decimal::Decimal;
     use serde_json::{Value, json};
 
     use super::*;
@@ -331,7 +327,7 @@ mod tests {
 
     fn limits() -> RequestLimits {
         RequestLimits {
-            amount_max: Decimal::from(1_000_000_000_000_000_i64),
+            amount_max: 1_000_000_000_000_000,
             batch_max: 8,
             history_limit_max: 1000,
             text: TextLimits {
@@ -500,8 +496,8 @@ mod tests {
             id: Id::parse(&format!("t-{index}")).unwrap(),
             debit_account: Id::parse("user:alice.1").unwrap(),
             credit_account: Id::parse("bob_2").unwrap(),
-            amount: Decimal::new(random.random_range(1..1_000_000), random.random_range(0..=currency.scale.min(6))),
-            posted_amount: Decimal::new(random.random_range(0..1000), 0),
+            amount: engine::Amount::from_minor_units(random.random_range(1..1_000_000_000_000)),
+            posted_amount: engine::Amount::from_minor_units(random.random_range(0..1000)),
             currency,
             pending: random.random(),
             timeout_seconds: random.random_range(0..100),

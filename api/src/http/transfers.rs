@@ -247,7 +247,7 @@ pub async fn create_transfer(
         Ok((transfer, created)) => {
             metrics.count_result(if created { "created" } else { "exists" }, 1);
             if created && transfer.status == TransferStatus::Posted {
-                metrics.add_credited(&transfer.currency.code, transfer.amount);
+                metrics.add_credited(&transfer.currency, transfer.amount);
             }
             Ok(created_or_replayed_bytes(created, transfer_json::transfer_bytes(&transfer)))
         }
@@ -320,13 +320,15 @@ pub(crate) fn rejection_body(rejection: Rejection) -> ErrorBody {
 /// Counts a batch's results and credited amounts, one metrics update per kind.
 fn count_batch(state: &AppState, outcomes: &[BatchItemResult]) {
     let mut by_result: HashMap<&'static str, u64> = HashMap::new();
-    let mut credited: HashMap<&str, rust_decimal::Decimal> = HashMap::new();
+    let mut credited: HashMap<&str, (&engine::Currency, engine::Amount)> = HashMap::new();
     for outcome in outcomes {
         let result = match outcome {
             BatchItemResult::Created(transfer) => {
                 if transfer.status == TransferStatus::Posted {
-                    let total = credited.entry(&transfer.currency.code).or_default();
-                    *total = total.saturating_add(transfer.amount);
+                    let (_, total) =
+                        credited.entry(&transfer.currency.code).or_insert((&transfer.currency, engine::Amount::ZERO));
+                    // Each amount is bounded: a batch's sum stays far inside i128.
+                    *total = total.checked_add(transfer.amount).unwrap_or(*total);
                 }
                 "created"
             }
@@ -338,7 +340,7 @@ fn count_batch(state: &AppState, outcomes: &[BatchItemResult]) {
     for (result, count) in by_result {
         state.transfer_metrics.count_result(result, count);
     }
-    for (currency, amount) in credited {
+    for (currency, amount) in credited.into_values() {
         state.transfer_metrics.add_credited(currency, amount);
     }
 }
@@ -411,7 +413,7 @@ pub async fn post_transfer(
         None => None,
     };
     let transfer = state.ledger()?.post_transfer(&id, amount).await?;
-    state.transfer_metrics.add_credited(&transfer.currency.code, transfer.posted_amount);
+    state.transfer_metrics.add_credited(&transfer.currency, transfer.posted_amount);
     Ok(json_response(StatusCode::OK, &TransferBody::new(&transfer)))
 }
 

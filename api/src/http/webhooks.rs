@@ -20,7 +20,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use config::ProviderScheme;
-use engine::{TransferStatus, amount::parse_amount};
+use engine::TransferStatus;
 use serde::Serialize;
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
@@ -173,7 +173,7 @@ pub async fn receive_webhook(
                 if handled.result == "credited" {
                     state.transfer_metrics.count_result("created", 1);
                 }
-                state.transfer_metrics.add_credited(&transfer.currency.code, transfer.posted_amount);
+                state.transfer_metrics.add_credited(&transfer.currency, transfer.posted_amount);
             }
             match provider.scheme {
                 ProviderScheme::Ccpayment => ccpayment_success(),
@@ -396,8 +396,7 @@ impl DepositOrderBody {
             deposit_id: deposit.deposit_id.clone(),
             status: deposit.status.as_str(),
             amount: deposit.amount.as_deref().map(|text| {
-                parse_amount(text, rust_decimal::Decimal::MAX)
-                    .map_or_else(|_| text.to_owned(), |amount| view.currency.format(amount))
+                view.currency.parse_printed(text).map_or_else(|| text.to_owned(), |amount| view.currency.format(amount))
             }),
             transfer_id: deposit.transfer_id.clone(),
         };

@@ -11,7 +11,6 @@
 
 use engine::amount::parse_amount;
 use engine::{Currency, CurrencyTable, Id};
-use rust_decimal::Decimal;
 use serde_json::{Map, Value};
 
 use crate::http::error::{ApiError, ErrorCode};
@@ -21,7 +20,7 @@ use crate::http::json::{amount_error, parse_id};
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
     /// Standard `deposit.completed`.
-    DepositCompleted { deposit_id: Id, account: Id, amount: Decimal, currency: Currency },
+    DepositCompleted { deposit_id: Id, account: Id, amount: engine::Amount, currency: Currency },
     /// Standard `deposit.failed`.
     DepositFailed { deposit_id: Id },
     /// Standard `withdrawal.completed`.
@@ -92,7 +91,7 @@ fn known_type(name: &str) -> Option<&'static str> {
 }
 
 /// Parses a Standard Webhooks event.
-pub fn parse_standard(body: &[u8], currencies: &CurrencyTable, amount_max: Decimal) -> Result<Event, ApiError> {
+pub fn parse_standard(body: &[u8], currencies: &CurrencyTable, amount_max: u128) -> Result<Event, ApiError> {
     let object = object_of(body)?;
     let event_type = string(&object, "type", "type")?;
     let data = || match object.get("data") {
@@ -125,7 +124,7 @@ pub fn parse_standard(body: &[u8], currencies: &CurrencyTable, amount_max: Decim
                 None => return Err(ApiError::invalid_field("data.amount", "missing field `amount`")),
             };
             let amount = parse_amount(amount_text, amount_max)
-                .and_then(|amount| currency.normalize(amount))
+                .and_then(|amount| currency.normalize(&amount))
                 .map_err(|error| amount_error("data.amount", &error))?;
             Ok(Event::DepositCompleted { deposit_id, account, amount, currency })
         }
@@ -212,14 +211,14 @@ mod tests {
 
     #[test]
     fn standard_events_parse_with_their_fields() {
-        let max = Decimal::from(1_000_000);
+        let max = 1_000_000;
         let body = br#"{"type": "deposit.completed", "timestamp": "x", "data": {"deposit_id": "d-1", "account": "alice", "amount": "5.00", "currency": "USD"}}"#;
         let Event::DepositCompleted { deposit_id, amount, currency, .. } =
             parse_standard(body, &currencies(), max).unwrap()
         else {
             panic!("not a deposit");
         };
-        assert_eq!((deposit_id.as_str(), amount.to_string(), &*currency.code), ("d-1", "5.00".to_owned(), "USD"));
+        assert_eq!((deposit_id.as_str(), currency.format(amount), &*currency.code), ("d-1", "5.00".to_owned(), "USD"));
         let failures = [
             (&br#"{"type": "deposit.completed", "data": {"deposit_id": "d-1", "account": "alice", "amount": "5.001", "currency": "USD"}}"#[..], "data.amount", ErrorCode::InvalidAmount),
             (br#"{"type": "deposit.completed", "data": {"deposit_id": "d-1", "account": "alice", "amount": 5, "currency": "USD"}}"#, "data.amount", ErrorCode::InvalidAmount),

@@ -60,9 +60,8 @@ use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
 use config::ProviderScheme;
 use engine::TransferStatus;
-use engine::amount::parse_amount;
-use engine::{Account, Currency, CurrencyTable, Id, Metadata, Overdraft, Rejection, Transfer, TransferRequest};
-use rust_decimal::Decimal;
+use engine::amount::{WrittenAmount, parse_amount};
+use engine::{Account, Amount, Currency, CurrencyTable, Id, Metadata, Overdraft, Rejection, Transfer, TransferRequest};
 
 use crate::http::error::{ApiError, ErrorCode};
 use crate::webhooks::events::{Event, Notification, NotificationKind};
@@ -147,7 +146,7 @@ pub struct OrderView {
     pub fact: DepositOrderFact,
     pub deposits: Vec<DepositFact>,
     /// Sum of the credited deposits.
-    pub credited_amount: Decimal,
+    pub credited_amount: Amount,
     pub currency: Currency,
 }
 
@@ -157,7 +156,7 @@ pub struct WithdrawalRequest {
     pub id: Id,
     pub account: Id,
     /// As written; checked against the account's currency here.
-    pub amount: Decimal,
+    pub amount: WrittenAmount,
     pub provider: String,
 }
 
@@ -173,7 +172,7 @@ pub struct DepositOrderRequest {
 pub struct WebhookSettings {
     pub providers: Providers,
     pub currencies: CurrencyTable,
-    pub amount_max: Decimal,
+    pub amount_max: u128,
     pub clock: Clock,
     /// The server's request timeout: record look-ups of one delivery stop well before it.
     pub request_timeout: Duration,
@@ -213,7 +212,7 @@ pub struct Webhooks {
     client: RecordClient,
     ledger: LedgerHandle,
     currencies: CurrencyTable,
-    amount_max: Decimal,
+    amount_max: u128,
     clock: Clock,
     fetch_budget: Duration,
     /// Bounds the delivery tasks (which outlive a request that is dropped).
@@ -384,7 +383,7 @@ impl Webhooks {
             id: transfer_id.clone(),
             debit_account: settlement,
             credit_account: account.id.clone(),
-            amount: credit.amount,
+            amount: WrittenAmount::from_minor_units(credit.amount.minor_units().unsigned_abs(), credit.currency.scale),
             pending: false,
             timeout_seconds: 0,
             description: format!("deposit {} via {}", credit.deposit_id, provider.name),
@@ -714,8 +713,13 @@ impl Webhooks {
                     fact.currency
                 )));
             }
-            let same_amount = record.amount.as_deref().and_then(|text| parse_amount(text, Decimal::MAX).ok())
-                == fact.amount.parse::<Decimal>().ok();
+            let currency = self.currencies.get(&fact.currency);
+            let stored = currency.and_then(|currency| currency.parse_printed(&fact.amount));
+            let reported = record.amount.as_deref().and_then(|text| parse_amount(text, u128::MAX).ok());
+            let same_amount = match (currency, stored, reported) {
+                (Some(currency), Some(stored), Some(reported)) => reported.same_value(stored, currency.scale),
+                _ => false,
+            };
             if !same_amount {
                 return Err(record_mismatch(format!(
                     "the record's amount {} is not withdrawal {id}'s {}",
@@ -806,9 +810,13 @@ impl Webhooks {
         let id = request.id.as_str();
         let _guard = self.lock(format!("withdrawal:{id}")).await?;
         if let Some(fact) = self.store.withdrawal(id) {
+            let stored = self
+                .currencies
+                .get(&fact.currency)
+                .and_then(|currency| Some((currency, currency.parse_printed(&fact.amount)?)));
             let same = fact.account == request.account.as_str()
                 && fact.provider == request.provider
-                && fact.amount.parse::<Decimal>().ok() == Some(request.amount);
+                && stored.is_some_and(|(currency, stored)| request.amount.same_value(stored, currency.scale));
             if !same {
                 return Err(ApiError::rejection(Rejection::ExistsWithDifferentFields)
                     .with_message(format!("withdrawal {id} exists with other fields")));
@@ -829,7 +837,7 @@ impl Webhooks {
         };
         let amount = account
             .currency
-            .normalize(request.amount)
+            .normalize(&request.amount)
             .map_err(|error| crate::http::json::amount_error("amount", &error))?;
         let settlement = self.settlement(&provider.name, &account.currency).await?;
         let transfer_id = withdrawal_transfer_id(&provider.name, id)?;
@@ -837,7 +845,7 @@ impl Webhooks {
             id: transfer_id.clone(),
             debit_account: account.id.clone(),
             credit_account: settlement,
-            amount,
+            amount: request.amount,
             pending: true,
             timeout_seconds: 0,
             description: format!("withdrawal {id} via {}", provider.name),
@@ -932,10 +940,11 @@ impl Webhooks {
     fn order_view(&self, fact: DepositOrderFact) -> Result<OrderView, ApiError> {
         let currency = self.currencies.get(&fact.currency).cloned().unwrap_or_else(|| Currency::new(&fact.currency, 0));
         let deposits = self.store.order_deposits(&fact.id, ORDER_DEPOSITS_SHOWN_MAX);
-        let mut credited_amount = currency.zero();
+        let mut credited_amount = Amount::ZERO;
         for deposit in deposits.iter().filter(|deposit| deposit.status == DepositStatus::Credited) {
-            let amount = deposit.amount.as_deref().and_then(|text| text.parse::<Decimal>().ok()).unwrap_or_default();
-            credited_amount = credited_amount.checked_add(amount).ok_or_else(|| internal("an order total").error)?;
+            let amount = deposit.amount.as_deref().and_then(|text| currency.parse_printed(text)).unwrap_or_default();
+            credited_amount =
+                currency.add_total(credited_amount, amount).ok_or_else(|| internal("an order total").error)?;
         }
         Ok(OrderView { fact, deposits, credited_amount, currency })
     }
@@ -1017,8 +1026,8 @@ impl Webhooks {
 struct Credit {
     deposit_id: String,
     account: Id,
-    /// At the currency's scale.
-    amount: Decimal,
+    /// In minor units of `currency`.
+    amount: Amount,
     currency: Currency,
     order_id: Option<String>,
     provider_status: String,
@@ -1108,7 +1117,7 @@ fn record_status(record: &Record, notification: &Notification) -> Result<String,
 
 /// A record's amount at the currency's scale. Trailing zeros beyond the scale are accepted
 /// (`"0.50000000"` is 0.5); a value with more decimals than the currency has is refused.
-fn record_amount(text: Option<&str>, currency: &Currency, amount_max: Decimal) -> Result<Decimal, Refused> {
+fn record_amount(text: Option<&str>, currency: &Currency, amount_max: u128) -> Result<Amount, Refused> {
     let refuse = |message: String| {
         Refused::new(
             "invalid_amount",
@@ -1118,7 +1127,7 @@ fn record_amount(text: Option<&str>, currency: &Currency, amount_max: Decimal) -
     let text = text.ok_or_else(|| refuse("the record has no amount".to_owned()))?;
     let amount = parse_amount(text, amount_max)
         .map_err(|error| refuse(format!("the record's amount `{}` is not acceptable: {error}", truncate(text))))?;
-    currency.normalize(amount.normalize()).map_err(|error| {
+    currency.normalize(&amount.without_trailing_zeros()).map_err(|error| {
         refuse(format!("the record's amount {} does not fit {}: {error}", truncate(text), currency.code))
     })
 }
@@ -1190,9 +1199,9 @@ mod tests {
     #[test]
     fn record_amounts_fit_the_currency_by_value() {
         let usdt = Currency::new("USDT", 6);
-        let max = Decimal::from(1_000_000);
-        assert_eq!(record_amount(Some("0.5"), &usdt, max).unwrap().to_string(), "0.500000");
-        assert_eq!(record_amount(Some("0.50000000"), &usdt, max).unwrap().to_string(), "0.500000");
+        let max = 1_000_000;
+        assert_eq!(usdt.format(record_amount(Some("0.5"), &usdt, max).unwrap()), "0.500000");
+        assert_eq!(usdt.format(record_amount(Some("0.50000000"), &usdt, max).unwrap()), "0.500000");
         for bad in ["0.1234567", "-1", "0", "1e3", "abc", "2000000"] {
             let refused = record_amount(Some(bad), &usdt, max).unwrap_err();
             assert_eq!(refused.result, "invalid_amount", "{bad}");

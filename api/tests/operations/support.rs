@@ -21,7 +21,6 @@ use hyper::{Method, Request, StatusCode};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use rust_decimal::Decimal;
 use serde_json::Value;
 
 pub const STARTUP_DEADLINE: Duration = Duration::from_secs(120);
@@ -314,7 +313,7 @@ pub fn bank_records(accounts: usize, transfers: usize, seed: u64) -> Vec<Record>
         records.push(Record::CreateAccount {
             id: id(&format!("acct-{index}")),
             currency: usd.clone(),
-            overdraft: if index == 0 { Overdraft::Unlimited } else { Overdraft::Limited(Decimal::ZERO) },
+            overdraft: if index == 0 { Overdraft::Unlimited } else { Overdraft::Limited(engine::Amount::ZERO) },
             metadata: BTreeMap::new(),
             created_at_ms: 1_780_000_000_000,
         });
@@ -326,7 +325,7 @@ pub fn bank_records(accounts: usize, transfers: usize, seed: u64) -> Vec<Record>
             id: id(&format!("xfer-{index:08}")),
             debit_account: id("acct-0"),
             credit_account: id(&format!("acct-{credit}")),
-            amount: Decimal::new(1 + i64::try_from(random.below(100_000)).unwrap(), 2),
+            amount: engine::Amount::from_minor_units(1 + i128::from(random.below(100_000))),
             currency: usd.clone(),
             pending: false,
             timeout_seconds: 0,
@@ -387,9 +386,7 @@ pub fn ledger_balances(ledger: &Ledger) -> BTreeMap<String, String> {
     ledger
         .accounts
         .values()
-        .map(|account| {
-            (account.id.to_string(), engine::amount::format_scaled(account.balance(), account.currency.scale))
-        })
+        .map(|account| (account.id.to_string(), account.currency.format(account.balance())))
         .collect()
 }
 

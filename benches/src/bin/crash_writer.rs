@@ -31,7 +31,7 @@ fn main() -> anyhow::Result<()> {
         handle.create_account(usd_account("bank", Overdraft::Unlimited)).await?;
         for index in 0..ACCOUNTS {
             handle
-                .create_account(usd_account(&format!("user-{index}"), Overdraft::Limited(rust_decimal::Decimal::ZERO)))
+                .create_account(usd_account(&format!("user-{index}"), Overdraft::Limited(engine::Amount::ZERO)))
                 .await?;
         }
         let output = Arc::new(Mutex::new(std::io::stdout()));
@@ -41,9 +41,11 @@ fn main() -> anyhow::Result<()> {
             let (handle, output) = (handle.clone(), output.clone());
             tasks.push(tokio::spawn(async move {
                 let mut random = Random::new(seed.wrapping_mul(31).wrapping_add(task));
-                let report = |id: &str, cents: rust_decimal::Decimal| {
+                let report = |id: &str, amount: engine::Amount| {
                     let mut output = output.lock().expect("stdout lock");
-                    writeln!(output, "ack {id} {cents}").and_then(|()| output.flush()).expect("stdout");
+                    writeln!(output, "ack {id} {}", engine::amount::format_minor_units(amount.minor_units(), 2))
+                        .and_then(|()| output.flush())
+                        .expect("stdout");
                 };
                 for step in 0_u64.. {
                     let pick = |random: &mut Random| {

@@ -68,7 +68,7 @@ async fn run(options: Options) -> anyhow::Result<()> {
             let handle = handle.clone();
             creations.push(tokio::spawn(async move {
                 let name = format!("acct-{index}");
-                handle.create_account(usd_account(&name, Overdraft::Limited(rust_decimal::Decimal::ZERO))).await?;
+                handle.create_account(usd_account(&name, Overdraft::Limited(engine::Amount::ZERO))).await?;
                 handle.create_transfer(usd_transfer(&format!("seed-{index}"), "bank", &name, 1_000_000)).await?;
                 Ok::<_, actors::LedgerError>(())
             }));

@@ -17,7 +17,6 @@ use anyhow::{Context, bail};
 use benches::Random;
 use engine::record::{Group, Record};
 use engine::{Currency, Id, Ledger, Overdraft};
-use rust_decimal::Decimal;
 
 struct Arguments {
     data_dir: PathBuf,
@@ -88,7 +87,7 @@ fn main() -> anyhow::Result<()> {
         let record = Record::CreateAccount {
             id: account_id(index),
             currency: usd.clone(),
-            overdraft: if index == 0 { Overdraft::Unlimited } else { Overdraft::Limited(Decimal::ZERO) },
+            overdraft: if index == 0 { Overdraft::Unlimited } else { Overdraft::Limited(engine::Amount::ZERO) },
             metadata: Default::default(),
             created_at_ms: 1_780_000_000_000,
         };
@@ -135,7 +134,7 @@ fn main() -> anyhow::Result<()> {
             id: Id::parse(&format!("t{index:09}")).expect("a valid id"),
             debit_account: account_id(debit),
             credit_account: account_id(credit),
-            amount: Decimal::new(cents, 2),
+            amount: engine::Amount::from_minor_units(i128::from(cents)),
             currency: usd.clone(),
             pending: false,
             timeout_seconds: 0,
