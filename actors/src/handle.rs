@@ -303,12 +303,17 @@ impl LedgerHandle {
         Ok((transfers, next))
     }
 
-    /// Writes an opaque bookkeeping record (webhook state) and returns once it is durable.
-    pub async fn append_external(&self, kind: String, key: String, payload: Vec<u8>) -> Result<u64, LedgerError> {
+    /// Writes opaque bookkeeping records (payment facts: `(kind, key, payload)`) as one
+    /// submission, all or none, and returns the sequence of the last once it is durable.
+    pub async fn append_externals(&self, records: Vec<(String, String, Vec<u8>)>) -> Result<u64, LedgerError> {
         self.check_running()?;
-        let seq = self.inner.commit.submit(vec![engine::Record::External { kind, key, payload }])?;
-        self.wait_durable(seq).await?;
-        Ok(seq)
+        let count = u64::try_from(records.len()).expect("a length fits u64");
+        assert!(count > 0, "at least one record");
+        let records = records.into_iter().map(|(kind, key, payload)| engine::Record::External { kind, key, payload });
+        let first_seq = self.inner.commit.submit(records.collect())?;
+        let last_seq = first_seq + count - 1;
+        self.wait_durable(last_seq).await?;
+        Ok(last_seq)
     }
 
     /// Stops taking work, lets what is in flight finish, writes what was decided and stops.

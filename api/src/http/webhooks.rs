@@ -31,8 +31,10 @@ use crate::http::error::{ApiError, ErrorCode, ErrorResponse};
 use crate::http::json::{Fields, JsonBody, PathId, RawBody, created_or_replayed, format_timestamp_ms, json_response};
 use crate::http::metrics::WEBHOOKS_TOTAL;
 use crate::http::transfers::TransferBody;
-use crate::webhooks::store::DepositFact;
-use crate::webhooks::{DepositOrderRequest, OrderView, WithdrawalRequest, WithdrawalView};
+use crate::webhooks::{OrderView, WithdrawalView};
+use payments::DepositFact;
+use payments::order::OrderRequest;
+use payments::withdrawal::WithdrawalRequest;
 
 /// The webhook route (no bearer token; state: [`AppState`]).
 pub fn webhook_router() -> Router<Arc<AppState>> {
@@ -269,10 +271,10 @@ impl WithdrawalBody {
         };
         let fact = &view.fact;
         WithdrawalBody {
-            id: fact.id.clone(),
-            account: fact.account.clone(),
-            amount: fact.amount.clone(),
-            currency: fact.currency.clone(),
+            id: fact.id.to_string(),
+            account: fact.account.to_string(),
+            amount: fact.currency.format(fact.amount),
+            currency: fact.currency.code.to_string(),
             provider: fact.provider.clone(),
             status,
             provider_status: fact.provider_status.clone(),
@@ -395,17 +397,24 @@ impl DepositOrderBody {
         let deposit = |deposit: &DepositFact| OrderDepositBody {
             deposit_id: deposit.deposit_id.clone(),
             status: deposit.status.as_str(),
-            amount: deposit.amount.as_deref().map(|text| {
-                view.currency.parse_printed(text).map_or_else(|| text.to_owned(), |amount| view.currency.format(amount))
-            }),
-            transfer_id: deposit.transfer_id.clone(),
+            amount: match &deposit.credit {
+                Some(credit) => Some(credit.currency.format(credit.amount)),
+                // As the provider wrote it, shown with the currency's scale when it fits.
+                None => deposit.reported.amount.as_deref().map(|text| {
+                    text.parse::<engine::WrittenAmount>()
+                        .ok()
+                        .and_then(|amount| fact.currency.normalize(&amount.without_trailing_zeros()).ok())
+                        .map_or_else(|| text.to_owned(), |amount| fact.currency.format(amount))
+                }),
+            },
+            transfer_id: deposit.credit.as_ref().map(|credit| credit.transfer.to_string()),
         };
         DepositOrderBody {
-            id: fact.id.clone(),
-            account: fact.account.clone(),
+            id: fact.id.to_string(),
+            account: fact.account.to_string(),
             provider: fact.provider.clone(),
-            currency: fact.currency.clone(),
-            credited_amount: view.currency.format(view.credited_amount),
+            currency: fact.currency.code.to_string(),
+            credited_amount: fact.currency.format(view.credited_amount),
             deposits: view.deposits.iter().map(deposit).collect(),
             created_at: format_timestamp_ms(fact.created_at_ms),
         }
@@ -440,7 +449,7 @@ pub async fn create_deposit_order(
     let id = fields.id("id")?;
     let account = fields.id("account")?;
     let provider = fields.string("provider")?.to_owned();
-    let (view, created) = state.webhooks()?.create_order(DepositOrderRequest { id, account, provider }).await?;
+    let (view, created) = state.webhooks()?.create_order(OrderRequest { id, account, provider }).await?;
     Ok(created_or_replayed(created, &DepositOrderBody::new(&view)))
 }
 

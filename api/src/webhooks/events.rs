@@ -33,34 +33,7 @@ pub enum Event {
     Other,
 }
 
-/// The CCPayment notification types the ledger acts on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NotificationKind {
-    DirectDeposit,
-    UserDeposit,
-    ApiDeposit,
-    ApiWithdrawal,
-    UserWithdrawal,
-}
-
-impl NotificationKind {
-    pub fn is_deposit(self) -> bool {
-        matches!(self, NotificationKind::DirectDeposit | NotificationKind::UserDeposit | NotificationKind::ApiDeposit)
-    }
-}
-
-/// A CCPayment notification: which record to fetch, and what it claims.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Notification {
-    pub kind: NotificationKind,
-    pub record_id: Id,
-    /// `orderId` (ApiDeposit, withdrawals).
-    pub order_id: Option<String>,
-    /// `referenceId` (DirectDeposit) or `userId` (UserDeposit, UserWithdrawal).
-    pub user: Option<String>,
-    /// The status it claims (`Processing`, `Success`, ...), advisory only.
-    pub status: String,
-}
+pub use payments::ccpayment::{Notification, NotificationKind};
 
 /// The `type` label of a body for metrics: one of a fixed set, so that a sender cannot create
 /// series at will.
@@ -107,7 +80,7 @@ pub fn parse_standard(body: &[u8], currencies: &CurrencyTable, amount_max: u128)
             let code = string(data, "currency", "data.currency")?;
             let currency = currencies.get(code).cloned().ok_or_else(|| {
                 ApiError::new(
-                    axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+                    http::StatusCode::UNPROCESSABLE_ENTITY,
                     ErrorCode::UnknownCurrency,
                     format!("currency `{code}` is not configured"),
                 )

@@ -1,47 +1,39 @@
-//! Deposits and withdrawals from signed provider webhooks: exactly-once money.
+//! Deposits and withdrawals from signed provider webhooks: the service that carries out the
+//! `payments` crate's decisions.
 //!
 //! This module owns [`Webhooks`], the service behind `POST /v1/webhooks/{provider}`,
-//! `/v1/withdrawals` and `/v1/deposits`: verification ([`signature`]), event parsing
-//! ([`events`]), the CCPayment record look-ups ([`records`]), the persisted state machine
-//! ([`store`]) and the money movements on the ledger.
+//! `/v1/withdrawals` and `/v1/deposits`: verification of the raw bytes ([`signature`]), event
+//! parsing ([`events`]), the CCPayment record look-ups over HTTP ([`records`]), the view of the
+//! recorded facts ([`store`]), and the interpretation of each decision of the pure state
+//! machines in `payments` (`deposit`, `withdrawal`, `order`, `ccpayment`): under the key's lock,
+//! read the fact (and, for a fact that is not final, the transfer with the derived id), ask
+//! for a decision, move the money through the ledger first, write the facts second, answer.
 //!
 //! # Exactly once
 //!
-//! - Every movement has a derived id: a deposit credits with the plain transfer
-//!   `dep:{provider}:{deposit_id}` from `settlement:{provider}:{currency}` (created on first
-//!   use, overdraft unlimited); a withdrawal holds with the pending transfer
+//! - Every movement has a derived id (`payments::ids`): a deposit credits with the plain
+//!   transfer `dep:{provider}:{deposit_id}` from `settlement:{provider}:{currency}` (created on
+//!   first use, overdraft unlimited); a withdrawal holds with the pending transfer
 //!   `wd:{provider}:{id}` towards the same settlement account, then posts or voids it. The
 //!   ledger's transfers are idempotent by id and serialized by their owning actor, so a second
 //!   creation of the same id is a replay and never moves money again, and post and void of a
 //!   hold happen at most once.
 //! - Everything done for one deposit (`deposit:{provider}:{id}`), withdrawal
-//!   (`withdrawal:{id}`) or order (`order:{id}`) runs under that key's lock ([`KeyLocks`]), so
-//!   two deliveries of the same event arriving together decide one after the other: the second
-//!   sees what the first wrote.
+//!   (`withdrawal:{id}`) or order (`order:{id}`) runs under that key's lock ([`KeyLocks`]); a
+//!   deposit of an order also takes the order's lock, after its own. Two deliveries of the same
+//!   event arriving together decide one after the other: the second sees what the first wrote.
 //! - Order of writes: the money first (the transfer, durable when the ledger answers), then the
-//!   fact saying so (`append_external`, durable before the delivery is acknowledged). A crash
-//!   between the two leaves the transfer without its fact; every path that would act on a
-//!   deposit or withdrawal whose fact is not final looks at the transfer first and repairs the
-//!   fact from it, so a re-delivery after a restart converges on the one movement (a
-//!   `completed` replays the transfer; a `failed` finds the credit and counts a failed after
-//!   success; a withdrawal fact missing next to its hold is rebuilt from the hold).
+//!   facts saying so (one log submission, durable before the delivery is acknowledged). A crash
+//!   between the two leaves the transfer without its fact; the decisions on a fact that is not
+//!   final look at the transfer and repair the fact from it.
 //! - The work of a delivery runs in its own task, so a client that hangs up (or a request
 //!   timeout) cannot cut it between the money and the fact.
-//!
-//! # The state machine
-//!
-//! A deposit goes Processing → Credited | Failed | Risky, and never back; a withdrawal's
-//! provider status goes Pending → WaitingApproval → Processing → Completed | Failed. A late
-//! Processing is a no-op; a failure after a success changes nothing and is counted
-//! (`failed_after_success`); a success after a failure likewise (`success_after_failure`).
-//! For withdrawals the hold is the truth: posted is completed, voided is failed.
 //!
 //! # CCPayment
 //!
 //! A notification only says which record changed: the record is fetched from the provider's
-//! API and its `status`, `amount` and `coinSymbol` decide. Risky deposits are recorded and
-//! counted, not credited. A notification for a deposit already final is answered from the
-//! fact without a look-up; when the API is unreachable the delivery is answered 503 (the
+//! API and decides. A notification for a deposit or withdrawal already final is answered from
+//! the fact without a look-up; when the API is unreachable the delivery is answered 503 (the
 //! provider retries) and nothing is credited. A delivery refused as stale writes nothing, so
 //! the provider's next attempt is acted on normally.
 
@@ -56,29 +48,27 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use actors::{AccountRequest, Clock, LedgerError, LedgerHandle};
-use axum::body::Bytes;
-use axum::http::{HeaderMap, StatusCode};
+use bytes::Bytes;
+use http::{HeaderMap, StatusCode};
 use config::ProviderScheme;
-use engine::TransferStatus;
-use engine::amount::{WrittenAmount, parse_amount};
 use engine::{Account, Amount, Currency, CurrencyTable, Id, Metadata, Overdraft, Rejection, Transfer, TransferRequest};
+use payments::deposit::{self, Credit, Decision, Uncredited, UncreditedOutcome};
+use payments::order::{self, OrderRequest};
+use payments::withdrawal::{self, CreateRefusal, HoldAction, WithdrawalRequest};
+use payments::{DepositFact, DepositOrderFact, Fact, FactDecodeError, Refusal, RefusalKind, WithdrawalFact};
+use payments::{ccpayment, ids};
 
 use crate::http::error::{ApiError, ErrorCode};
 use crate::webhooks::events::{Event, Notification, NotificationKind};
 use crate::webhooks::providers::{Provider, Providers};
-use crate::webhooks::records::{FetchError, Record, RecordClient, RecordKind};
+use crate::webhooks::records::{FetchError, RecordClient, RecordKind};
 use crate::webhooks::signature::SignatureError;
-use crate::webhooks::store::{
-    DepositFact, DepositOrderFact, DepositStatus, Fact, FactDecodeError, KeyLocks, Store, WithdrawalFact,
-    WithdrawalStatus,
-};
+use crate::webhooks::store::{KeyLocks, Store};
 
 /// Deliveries, withdrawals and orders being worked on at once (distinct keys).
 pub const KEYS_IN_PROGRESS_MAX: usize = 4096;
 /// Verified deliveries being worked on at once; beyond, 503 `overloaded` (the provider retries).
 pub const DELIVERIES_IN_FLIGHT_MAX: usize = 1024;
-/// Most deposits of one order listed by `GET /v1/deposits/{id}`.
-pub const ORDER_DEPOSITS_SHOWN_MAX: usize = 1000;
 
 /// What a verified delivery did: its `result` (the metric's label) and the transfer it
 /// created or found.
@@ -120,9 +110,37 @@ impl From<LedgerError> for Refused {
     }
 }
 
+impl From<Refusal> for Refused {
+    fn from(refusal: Refusal) -> Self {
+        Refused { result: refusal.result, error: refusal_error(&refusal) }
+    }
+}
+
 impl From<Refused> for ApiError {
     fn from(refused: Refused) -> Self {
         refused.error
+    }
+}
+
+/// The HTTP answer of a payment flow's refusal.
+fn refusal_error(refusal: &Refusal) -> ApiError {
+    let unprocessable = |code: ErrorCode| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, refusal.message.clone());
+    match refusal.kind {
+        RefusalKind::AccountNotFound => unprocessable(ErrorCode::AccountNotFound),
+        RefusalKind::CurrencyMismatch => unprocessable(ErrorCode::CurrencyMismatch),
+        RefusalKind::UnknownCurrency => unprocessable(ErrorCode::UnknownCurrency),
+        RefusalKind::InvalidAmount => unprocessable(ErrorCode::InvalidAmount),
+        RefusalKind::DepositNotFound => unprocessable(ErrorCode::DepositNotFound),
+        RefusalKind::WithdrawalNotFound => unprocessable(ErrorCode::WithdrawalNotFound),
+        RefusalKind::RecordMismatch => unprocessable(ErrorCode::RecordMismatch),
+        RefusalKind::UnsupportedStatus => unprocessable(ErrorCode::UnsupportedEvent),
+        RefusalKind::Conflict => {
+            ApiError::rejection(Rejection::ExistsWithDifferentFields).with_message(refusal.message.clone())
+        }
+        RefusalKind::Internal => {
+            tracing::error!(message = %refusal.message, "a payment flow met an id it derived that is not valid");
+            ApiError::internal()
+        }
     }
 }
 
@@ -147,31 +165,13 @@ pub struct OrderView {
     pub deposits: Vec<DepositFact>,
     /// Sum of the credited deposits.
     pub credited_amount: Amount,
-    pub currency: Currency,
-}
-
-/// `POST /v1/withdrawals`, checked for syntax.
-#[derive(Debug, Clone)]
-pub struct WithdrawalRequest {
-    pub id: Id,
-    pub account: Id,
-    /// As written; checked against the account's currency here.
-    pub amount: WrittenAmount,
-    pub provider: String,
-}
-
-/// `POST /v1/deposits`, checked for syntax.
-#[derive(Debug, Clone)]
-pub struct DepositOrderRequest {
-    pub id: Id,
-    pub account: Id,
-    pub provider: String,
 }
 
 /// What [`Webhooks::start`] needs besides the ledger.
 pub struct WebhookSettings {
     pub providers: Providers,
     pub currencies: CurrencyTable,
+    /// `limits.amount_max`, in whole units.
     pub amount_max: u128,
     pub clock: Clock,
     /// The server's request timeout: record look-ups of one delivery stop well before it.
@@ -185,23 +185,6 @@ pub enum WebhookStartError {
     Decode(#[from] FactDecodeError),
     #[error(transparent)]
     Client(#[from] FetchError),
-}
-
-/// How a deposit ends without a credit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Uncredited {
-    /// The provider reports it failed.
-    Failed,
-    /// The provider reports success but flags it as risky.
-    Risky,
-}
-
-/// How a deposit ended, as a delivery reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Reported {
-    Processing,
-    Success,
-    Failed,
 }
 
 /// The webhook, deposit and withdrawal service. One per server, shared.
@@ -247,7 +230,7 @@ impl Webhooks {
         }))
     }
 
-    /// The webhook facts as `External` records (what a snapshot of live state must carry in
+    /// The payment facts as `External` records (what a snapshot of live state must carry in
     /// `engine::Ledger.external`, since the actors do not hold them).
     pub fn external(&self) -> BTreeMap<(String, String), Vec<u8>> {
         self.store.external()
@@ -316,9 +299,11 @@ impl Webhooks {
     }
 
     async fn act(&self, provider: &Provider, event: Event) -> Result<Handled, Refused> {
+        let name = provider.name.to_string();
         match event {
             Event::DepositCompleted { deposit_id, account, amount, currency } => {
                 let credit = Credit {
+                    provider: name,
                     deposit_id: deposit_id.to_string(),
                     account,
                     amount,
@@ -326,25 +311,34 @@ impl Webhooks {
                     order_id: None,
                     provider_status: "completed".to_owned(),
                 };
-                self.credit(provider, credit).await
+                self.credit(credit).await
             }
             Event::DepositFailed { deposit_id } => {
-                self.deposit_uncredited(
-                    provider,
-                    deposit_id.as_str(),
-                    "failed",
-                    DepositDetails::default(),
-                    Uncredited::Failed,
-                )
-                .await
+                let report = Uncredited {
+                    provider: name,
+                    deposit_id: deposit_id.to_string(),
+                    outcome: UncreditedOutcome::Failed,
+                    provider_status: "failed".to_owned(),
+                    reported: payments::ReportedDetails::default(),
+                    order_id: None,
+                };
+                self.uncredited(report).await
             }
             Event::WithdrawalCompleted { withdrawal_id } => {
-                let report = WithdrawalReport { outcome: WithdrawalStatus::Completed, provider_status: "completed" };
-                self.settle_withdrawal(provider, withdrawal_id.as_str(), report, None).await
+                let report = withdrawal::Report {
+                    status: payments::WithdrawalStatus::Completed,
+                    provider_status: "completed".to_owned(),
+                    record: None,
+                };
+                self.settle_withdrawal(&name, withdrawal_id, report).await
             }
             Event::WithdrawalFailed { withdrawal_id } => {
-                let report = WithdrawalReport { outcome: WithdrawalStatus::Failed, provider_status: "failed" };
-                self.settle_withdrawal(provider, withdrawal_id.as_str(), report, None).await
+                let report = withdrawal::Report {
+                    status: payments::WithdrawalStatus::Failed,
+                    provider_status: "failed".to_owned(),
+                    record: None,
+                };
+                self.settle_withdrawal(&name, withdrawal_id, report).await
             }
             Event::Ccpayment(notification) if notification.kind.is_deposit() => {
                 self.ccpayment_deposit(provider, notification).await
@@ -357,523 +351,160 @@ impl Webhooks {
     // ---- deposits --------------------------------------------------------------------------
 
     /// Credits a deposit once.
-    async fn credit(&self, provider: &Provider, credit: Credit) -> Result<Handled, Refused> {
-        let _guard = self.lock(format!("deposit:{}:{}", provider.name, credit.deposit_id)).await?;
-        let transfer_id = deposit_transfer_id(&provider.name, &credit.deposit_id)?;
-        let formatted_amount = credit.currency.format(credit.amount);
-        if let Some(fact) = self.store.deposit(&provider.name, &credit.deposit_id) {
-            match fact.status {
-                DepositStatus::Credited => {
-                    let same = fact.account.as_deref() == Some(credit.account.as_str())
-                        && fact.amount.as_deref() == Some(formatted_amount.as_str())
-                        && fact.currency.as_deref() == Some(&*credit.currency.code);
-                    if !same {
-                        return Err(conflict(&credit.deposit_id, &fact));
-                    }
-                    return Ok(Handled::plain("duplicate"));
-                }
-                DepositStatus::Failed => return Ok(Handled::plain("success_after_failure")),
-                DepositStatus::Risky => return Ok(Handled::plain("duplicate")),
-                DepositStatus::Processing => {}
-            }
+    async fn credit(&self, credit: Credit) -> Result<Handled, Refused> {
+        let _guard = self.lock(format!("deposit:{}:{}", credit.provider, credit.deposit_id)).await?;
+        let fact = self.store.deposit(&credit.provider, &credit.deposit_id);
+        if let Some(result) = deposit::before_credit(fact.as_ref(), &credit)? {
+            return Ok(Handled::plain(result));
         }
-        let account = self.deposit_account(&credit.account, &credit.currency).await?;
-        let settlement = self.settlement(&provider.name, &credit.currency).await?;
-        let request = TransferRequest {
-            id: transfer_id.clone(),
-            debit_account: settlement,
-            credit_account: account.id.clone(),
-            amount: WrittenAmount::from_minor_units(credit.amount.minor_units().unsigned_abs(), credit.currency.scale),
-            pending: false,
-            timeout_seconds: 0,
-            description: format!("deposit {} via {}", credit.deposit_id, provider.name),
-            metadata: Metadata::new(),
-        };
-        let (transfer, created) = match self.ledger.create_transfer(request).await {
-            Ok(done) => done,
-            Err(LedgerError::Rejected(Rejection::ExistsWithDifferentFields)) => {
-                return Err(Refused::new(
-                    "conflict",
-                    ApiError::rejection(Rejection::ExistsWithDifferentFields).with_message(format!(
-                        "transfer {transfer_id} exists already with other fields; deposit {} is not credited again",
-                        credit.deposit_id
-                    )),
-                ));
-            }
-            Err(error) => return Err(error.into()),
-        };
-        let mut fact = DepositFact::new(
-            &provider.name,
-            &credit.deposit_id,
-            DepositStatus::Credited,
-            &credit.provider_status,
-            self.now_ms(),
-        );
-        fact.account = Some(account.id.to_string());
-        fact.amount = Some(formatted_amount);
-        fact.currency = Some(credit.currency.code.to_string());
-        fact.order_id = credit.order_id;
-        fact.transfer_id = Some(transfer_id.to_string());
-        self.store.save(&self.ledger, Fact::Deposit(fact)).await?;
-        // Not created: the transfer was made by a delivery that stopped before its fact.
-        let result = if created { "credited" } else { "duplicate" };
+        let account = self.existing_account(&credit.account).await?;
+        let settlement = self.settlement(&credit.provider, &credit.currency).await?;
+        let request = deposit::credit_request(&credit, &account, settlement)?;
+        let (transfer, created) = self.create_derived_transfer(request).await?;
+        let decision = deposit::credited(&credit, &transfer, created, self.now_ms());
+        let result = self.save_deposit(decision, credit.order_id.as_deref()).await?;
         Ok(Handled { result, transfer: Some(transfer), created })
     }
 
-    /// The account to credit: it must exist and be in `currency`.
-    async fn deposit_account(&self, id: &Id, currency: &Currency) -> Result<Account, Refused> {
-        let account = match self.ledger.account(id).await {
-            Ok(account) => account,
-            Err(LedgerError::Rejected(Rejection::AccountNotFound)) => {
-                return Err(Refused::new(
-                    "account_not_found",
-                    ApiError::new(
-                        StatusCode::UNPROCESSABLE_ENTITY,
-                        ErrorCode::AccountNotFound,
-                        format!("account {id} does not exist"),
-                    ),
-                ));
+    /// A delivery that credits nothing (processing, failed, risky).
+    async fn uncredited(&self, report: Uncredited) -> Result<Handled, Refused> {
+        let _guard = self.lock(format!("deposit:{}:{}", report.provider, report.deposit_id)).await?;
+        let fact = self.store.deposit(&report.provider, &report.deposit_id);
+        let credit_transfer = match &fact {
+            Some(fact) if fact.status.is_final() => None,
+            _ => {
+                let id = ids::deposit_transfer(&report.provider, &report.deposit_id)
+                    .map_err(|_| Refusal::internal("a deposit transfer id"))?;
+                self.existing_transfer(&id).await?
             }
-            Err(error) => return Err(error.into()),
         };
-        if account.currency != *currency {
-            return Err(Refused::new(
-                "currency_mismatch",
-                ApiError::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    ErrorCode::CurrencyMismatch,
-                    format!("account {id} is in {}, the deposit in {}", account.currency.code, currency.code),
-                ),
-            ));
+        if report.outcome == UncreditedOutcome::Risky && credit_transfer.is_none() {
+            tracing::warn!(provider = %report.provider, deposit_id = %report.deposit_id, "a deposit flagged as risky is recorded, not credited");
         }
-        Ok(account)
-    }
-
-    /// Records a deposit that ends without a credit: `Failed`, or `Risky` (a success the
-    /// provider flagged, never credited). Unless it was credited already: then nothing changes
-    /// (a failure after success is counted as such; a risky flag after a credit is a duplicate).
-    async fn deposit_uncredited(
-        &self,
-        provider: &Provider,
-        deposit_id: &str,
-        provider_status: &str,
-        details: DepositDetails,
-        outcome: Uncredited,
-    ) -> Result<Handled, Refused> {
-        let (status, reported, after_credit, result) = match outcome {
-            Uncredited::Failed => (DepositStatus::Failed, Reported::Failed, "failed_after_success", "failed"),
-            Uncredited::Risky => (DepositStatus::Risky, Reported::Success, "duplicate", "risky"),
-        };
-        let _guard = self.lock(format!("deposit:{}:{deposit_id}", provider.name)).await?;
-        if let Some(fact) = self.store.deposit(&provider.name, deposit_id)
-            && fact.status.is_final()
-        {
-            return Ok(Handled::plain(classify_final(fact.status, reported)));
+        let decision = deposit::uncredited(fact.as_ref(), &report, credit_transfer.as_deref(), self.now_ms());
+        if credit_transfer.is_some() && !decision.writes.is_empty() {
+            tracing::info!(provider = %report.provider, deposit_id = %report.deposit_id, "deposit fact repaired from its transfer");
         }
-        if self.repair_credited(provider, deposit_id, provider_status).await? {
-            return Ok(Handled::plain(after_credit));
-        }
-        if outcome == Uncredited::Risky {
-            tracing::warn!(provider = %provider.name, deposit_id, "a deposit flagged as risky is recorded, not credited");
-        }
-        let fact = details.fact(provider, deposit_id, status, provider_status, self.now_ms());
-        self.store.save(&self.ledger, Fact::Deposit(fact)).await?;
+        let result = self.save_deposit(decision, report.order_id.as_deref()).await?;
         Ok(Handled::plain(result))
     }
 
-    /// Records a deposit that is not final yet (a late one changes nothing).
-    async fn deposit_processing(
-        &self,
-        provider: &Provider,
-        deposit_id: &str,
-        provider_status: &str,
-        details: DepositDetails,
-    ) -> Result<Handled, Refused> {
-        let _guard = self.lock(format!("deposit:{}:{deposit_id}", provider.name)).await?;
-        match self.store.deposit(&provider.name, deposit_id) {
-            Some(fact) if fact.status.is_final() => {
-                Ok(Handled::plain(classify_final(fact.status, Reported::Processing)))
+    /// Writes a deposit decision's facts, listing the deposit in its order (under the order's
+    /// lock, taken after the deposit's) when it belongs to one.
+    async fn save_deposit(&self, mut decision: Decision, order_id: Option<&str>) -> Result<&'static str, Refused> {
+        let _order_guard = match (order_id, decision.writes.first()) {
+            (Some(order_id), Some(Fact::Deposit(deposit))) => {
+                let guard = self.lock(format!("order:{order_id}")).await?;
+                if let Some(listed) =
+                    self.store.order(order_id).and_then(|order| order::with_deposit(&order, &deposit.deposit_id))
+                {
+                    decision.writes.push(Fact::DepositOrder(listed));
+                }
+                Some(guard)
             }
-            Some(_) => Ok(Handled::plain("duplicate")),
-            None => {
-                let fact =
-                    details.fact(provider, deposit_id, DepositStatus::Processing, provider_status, self.now_ms());
-                self.store.save(&self.ledger, Fact::Deposit(fact)).await?;
-                Ok(Handled::plain("recorded"))
-            }
-        }
-    }
-
-    /// When the deposit's transfer exists but its fact does not say so (a crash between the
-    /// two), writes the fact from the transfer. Returns whether it was credited.
-    async fn repair_credited(
-        &self,
-        provider: &Provider,
-        deposit_id: &str,
-        provider_status: &str,
-    ) -> Result<bool, Refused> {
-        let transfer_id = deposit_transfer_id(&provider.name, deposit_id)?;
-        let transfer = match self.ledger.transfer(&transfer_id).await {
-            Ok(transfer) => transfer,
-            Err(LedgerError::Rejected(Rejection::TransferNotFound)) => return Ok(false),
-            Err(error) => return Err(error.into()),
+            _ => None,
         };
-        let previous = self.store.deposit(&provider.name, deposit_id);
-        let mut fact =
-            DepositFact::new(&provider.name, deposit_id, DepositStatus::Credited, provider_status, self.now_ms());
-        fact.account = Some(transfer.credit_account.to_string());
-        fact.amount = Some(transfer.currency.format(transfer.amount));
-        fact.currency = Some(transfer.currency.code.to_string());
-        fact.order_id = previous.and_then(|previous| previous.order_id);
-        fact.transfer_id = Some(transfer_id.to_string());
-        tracing::info!(provider = %provider.name, deposit_id, "deposit fact repaired from its transfer");
-        self.store.save(&self.ledger, Fact::Deposit(fact)).await?;
-        Ok(true)
+        self.store.save(&self.ledger, decision.writes).await?;
+        Ok(decision.result)
     }
 
     async fn ccpayment_deposit(&self, provider: &Provider, notification: Notification) -> Result<Handled, Refused> {
         let deposit_id = notification.record_id.as_str();
         // A final deposit is answered from its fact, without asking the provider again.
-        if let Some(fact) = self.store.deposit(&provider.name, deposit_id)
-            && fact.status.is_final()
-        {
-            return Ok(Handled::plain(classify_final(fact.status, reported_of(&notification.status))));
+        let fact = self.store.deposit(&provider.name, deposit_id);
+        if let Some(result) = deposit::answer_final(fact.as_ref(), notification.reported()) {
+            return Ok(Handled::plain(result));
         }
         let kind = match notification.kind {
             NotificationKind::UserDeposit => RecordKind::UserDeposit,
             _ => RecordKind::AppDeposit,
         };
-        let record = self.fetch(provider, kind, deposit_id).await?;
-        let status = record_status(&record, &notification)?;
-        let coin = record.text("coinSymbol").unwrap_or_default();
-        let mut details =
-            DepositDetails { amount: record.text("amount"), currency: Some(coin.clone()), ..Default::default() };
-        let order = match notification.kind {
-            NotificationKind::ApiDeposit => {
-                let order_id = record.text("orderId").or(notification.order_id.clone()).unwrap_or_default();
-                details.order_id = Some(order_id.clone());
-                Some(order_id)
-            }
-            _ => None,
-        };
-        match status.as_str() {
-            "Processing" => return self.deposit_processing(provider, deposit_id, &status, details).await,
-            "Failed" => {
-                return self.deposit_uncredited(provider, deposit_id, &status, details, Uncredited::Failed).await;
-            }
-            "Success" => {}
-            other => {
-                return Err(Refused::new(
-                    "unsupported_status",
-                    ApiError::new(
-                        StatusCode::UNPROCESSABLE_ENTITY,
-                        ErrorCode::UnsupportedEvent,
-                        format!("deposit record status `{}` is not one the ledger knows", truncate(other)),
-                    ),
-                ));
-            }
+        let record = self.fetch(provider, kind, deposit_id).await?.provider_record();
+        let order = ccpayment::order_id_of(&notification, &record).and_then(|order_id| self.store.order(&order_id));
+        let report = ccpayment::deposit_report(
+            &provider.name,
+            &notification,
+            &record,
+            order.as_ref(),
+            &self.currencies,
+            self.amount_max,
+        )?;
+        match report {
+            ccpayment::DepositReport::Credit(credit) => self.credit(credit).await,
+            ccpayment::DepositReport::Uncredited(report) => self.uncredited(report).await,
         }
-        let account_text = match &order {
-            Some(order_id) => match self.store.order(order_id) {
-                Some(order) if order.provider == *provider.name => order.account,
-                _ => {
-                    return Err(Refused::new(
-                        "deposit_not_found",
-                        ApiError::new(
-                            StatusCode::UNPROCESSABLE_ENTITY,
-                            ErrorCode::DepositNotFound,
-                            format!("no deposit order `{}` is registered for {}", truncate(order_id), provider.name),
-                        ),
-                    ));
-                }
-            },
-            None => {
-                let field = if notification.kind == NotificationKind::UserDeposit { "userId" } else { "referenceId" };
-                let user = record.text(field).or(notification.user.clone()).unwrap_or_default();
-                format!("{user}:{coin}")
-            }
-        };
-        details.account = Some(account_text.clone());
-        if record.flag("isFlaggedAsRisky") {
-            return self.deposit_uncredited(provider, deposit_id, &status, details, Uncredited::Risky).await;
-        }
-        let currency = self.currencies.get(&coin).cloned().ok_or_else(|| {
-            Refused::new(
-                "unknown_currency",
-                ApiError::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    ErrorCode::UnknownCurrency,
-                    format!("the record's coin `{}` is not a configured currency", truncate(&coin)),
-                ),
-            )
-        })?;
-        let amount = record_amount(record.text("amount").as_deref(), &currency, self.amount_max)?;
-        // An account id that cannot be valid cannot exist.
-        let account = Id::parse(&account_text).map_err(|_| {
-            Refused::new(
-                "account_not_found",
-                ApiError::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    ErrorCode::AccountNotFound,
-                    format!("account {} does not exist", truncate(&account_text)),
-                ),
-            )
-        })?;
-        let credit = Credit {
-            deposit_id: deposit_id.to_owned(),
-            account,
-            amount,
-            currency,
-            order_id: order,
-            provider_status: status,
-        };
-        self.credit(provider, credit).await
     }
 
     // ---- withdrawals -----------------------------------------------------------------------
 
     async fn ccpayment_withdrawal(&self, provider: &Provider, notification: Notification) -> Result<Handled, Refused> {
-        let order_id = notification.order_id.clone().unwrap_or_default();
-        let withdrawal_id = Id::parse(&order_id).map_err(|_| withdrawal_not_found(&order_id))?;
-        if let Some(fact) = self.store.withdrawal(withdrawal_id.as_str())
-            && fact.status.is_final()
-            && fact.provider == *provider.name
-        {
-            let result = match (fact.status, reported_of(&notification.status)) {
-                (WithdrawalStatus::Completed, Reported::Success) | (WithdrawalStatus::Failed, Reported::Failed) => {
-                    "duplicate"
-                }
-                (WithdrawalStatus::Completed, Reported::Failed) => "failed_after_success",
-                (WithdrawalStatus::Failed, Reported::Success) => "success_after_failure",
-                _ => "late_status",
-            };
+        let withdrawal_id = ccpayment::withdrawal_id_of(&notification)?;
+        let fact = self.store.withdrawal(withdrawal_id.as_str());
+        if let Some(result) = withdrawal::answer_final(fact.as_ref(), &provider.name, notification.reported()) {
             return Ok(Handled::plain(result));
         }
         let kind = match notification.kind {
             NotificationKind::UserWithdrawal => RecordKind::UserWithdrawal,
             _ => RecordKind::AppWithdrawal,
         };
-        let record = self.fetch(provider, kind, notification.record_id.as_str()).await?;
-        let status = record_status(&record, &notification)?;
-        if let Some(record_order) = record.text("orderId")
-            && record_order != order_id
-        {
-            return Err(record_mismatch(format!(
-                "the record belongs to order `{}`, the notification names `{}`",
-                truncate(&record_order),
-                truncate(&order_id)
-            )));
-        }
-        let outcome = match status.as_str() {
-            "Success" => WithdrawalStatus::Completed,
-            "Failed" | "Rejected" => WithdrawalStatus::Failed,
-            "Processing" => WithdrawalStatus::Processing,
-            "WaitingApproval" => WithdrawalStatus::WaitingApproval,
-            other => {
-                return Err(Refused::new(
-                    "unsupported_status",
-                    ApiError::new(
-                        StatusCode::UNPROCESSABLE_ENTITY,
-                        ErrorCode::UnsupportedEvent,
-                        format!("withdrawal record status `{}` is not one the ledger knows", truncate(other)),
-                    ),
-                ));
-            }
-        };
-        let checked = RecordCheck {
-            record_id: notification.record_id.to_string(),
-            coin: record.text("coinSymbol").unwrap_or_default(),
-            amount: record.text("amount"),
-        };
-        let report = WithdrawalReport { outcome, provider_status: static_status(&status) };
-        self.settle_withdrawal(provider, withdrawal_id.as_str(), report, Some(checked)).await
+        let record = self.fetch(provider, kind, notification.record_id.as_str()).await?.provider_record();
+        let report = ccpayment::withdrawal_report(&notification, &record)?;
+        self.settle_withdrawal(&provider.name, withdrawal_id, report).await
     }
 
     /// Moves a withdrawal forward as `report` says: posts or voids its hold once.
-    async fn settle_withdrawal(
-        &self,
-        provider: &Provider,
-        id: &str,
-        report: WithdrawalReport,
-        record: Option<RecordCheck>,
-    ) -> Result<Handled, Refused> {
+    async fn settle_withdrawal(&self, provider: &str, id: Id, report: withdrawal::Report) -> Result<Handled, Refused> {
         let _guard = self.lock(format!("withdrawal:{id}")).await?;
-        let mut fact = match self.store.withdrawal(id) {
+        let fact = match self.store.withdrawal(id.as_str()) {
             Some(fact) => fact,
             None => self.repair_withdrawal(provider, id).await?,
         };
-        if fact.provider != *provider.name {
-            return Err(withdrawal_not_found(id));
+        let hold = self.ledger.transfer(&fact.transfer).await?;
+        let settlement = withdrawal::settle(&fact, provider, &report, hold.status, self.now_ms())?;
+        if report.status == payments::WithdrawalStatus::Failed && settlement.result == "failed_after_success" {
+            tracing::warn!(provider, withdrawal = %fact.id, "a failure after success changes nothing");
+        } else if settlement.result == "success_after_failure" {
+            tracing::warn!(provider, withdrawal = %fact.id, "a success after failure changes nothing");
         }
-        if let Some(record) = &record {
-            if record.coin != fact.currency {
-                return Err(record_mismatch(format!(
-                    "the record is in `{}`, withdrawal {id} in {}",
-                    truncate(&record.coin),
-                    fact.currency
-                )));
-            }
-            let currency = self.currencies.get(&fact.currency);
-            let stored = currency.and_then(|currency| currency.parse_printed(&fact.amount));
-            let reported = record.amount.as_deref().and_then(|text| parse_amount(text, u128::MAX).ok());
-            let same_amount = match (currency, stored, reported) {
-                (Some(currency), Some(stored), Some(reported)) => reported.same_value(stored, currency.scale),
-                _ => false,
-            };
-            if !same_amount {
-                return Err(record_mismatch(format!(
-                    "the record's amount {} is not withdrawal {id}'s {}",
-                    truncate(record.amount.as_deref().unwrap_or("(none)")),
-                    fact.amount
-                )));
-            }
-        }
-        let transfer_id = Id::parse_internal(&fact.transfer_id).map_err(|_| internal("a stored transfer id"))?;
-        let transfer = self.ledger.transfer(&transfer_id).await?;
-        let record_id = record.map(|record| record.record_id);
-        let (result, moved, status) = match (report.outcome, transfer.status) {
-            (WithdrawalStatus::Completed, TransferStatus::Pending) => {
-                ("posted", Some(self.ledger.post_transfer(&transfer_id, None).await?), WithdrawalStatus::Completed)
-            }
-            (WithdrawalStatus::Failed, TransferStatus::Pending) => {
-                ("voided", Some(self.ledger.void_transfer(&transfer_id).await?), WithdrawalStatus::Failed)
-            }
-            (WithdrawalStatus::Completed, TransferStatus::Posted) => ("duplicate", None, WithdrawalStatus::Completed),
-            (WithdrawalStatus::Failed, TransferStatus::Posted) => {
-                tracing::warn!(provider = %provider.name, withdrawal = id, "a failure after success changes nothing");
-                ("failed_after_success", None, WithdrawalStatus::Completed)
-            }
-            (WithdrawalStatus::Completed, _) => {
-                tracing::warn!(provider = %provider.name, withdrawal = id, "a success after failure changes nothing");
-                ("success_after_failure", None, WithdrawalStatus::Failed)
-            }
-            (WithdrawalStatus::Failed, _) => ("duplicate", None, WithdrawalStatus::Failed),
-            (progress, TransferStatus::Pending) => {
-                if progress > fact.status {
-                    ("recorded", None, progress)
-                } else if progress == fact.status {
-                    ("duplicate", None, progress)
-                } else {
-                    ("late_status", None, fact.status)
-                }
-            }
-            (_, TransferStatus::Posted) => ("late_status", None, WithdrawalStatus::Completed),
-            (_, _) => ("late_status", None, WithdrawalStatus::Failed),
+        let moved = match settlement.action {
+            Some(HoldAction::Post) => Some(self.ledger.post_transfer(&fact.transfer, None).await?),
+            Some(HoldAction::Void) => Some(self.ledger.void_transfer(&fact.transfer).await?),
+            None => None,
         };
-        let changed = status != fact.status
-            || (moved.is_some() && fact.provider_status.as_deref() != Some(report.provider_status))
-            || (record_id.is_some() && fact.record_id.is_none());
-        if changed {
-            fact.status = status;
-            if status == report.outcome {
-                fact.provider_status = Some(report.provider_status.to_owned());
-            }
-            if fact.record_id.is_none() {
-                fact.record_id = record_id;
-            }
-            fact.updated_at_ms = self.now_ms();
-            self.store.save(&self.ledger, Fact::Withdrawal(fact)).await?;
+        if let Some(write) = settlement.write {
+            self.store.save(&self.ledger, vec![Fact::Withdrawal(write)]).await?;
         }
-        Ok(Handled { result, created: moved.is_some(), transfer: moved })
+        Ok(Handled { result: settlement.result, created: moved.is_some(), transfer: moved })
     }
 
     /// The fact of a withdrawal whose hold exists without it (a crash between the two).
-    async fn repair_withdrawal(&self, provider: &Provider, id: &str) -> Result<WithdrawalFact, Refused> {
-        let transfer_id = withdrawal_transfer_id(&provider.name, id)?;
-        let transfer = match self.ledger.transfer(&transfer_id).await {
-            Ok(transfer) => transfer,
-            Err(LedgerError::Rejected(Rejection::TransferNotFound)) => return Err(withdrawal_not_found(id)),
-            Err(error) => return Err(error.into()),
+    async fn repair_withdrawal(&self, provider: &str, id: Id) -> Result<WithdrawalFact, Refused> {
+        let transfer_id =
+            ids::withdrawal_transfer(provider, id.as_str()).map_err(|_| Refusal::internal("a withdrawal transfer id"))?;
+        let Some(hold) = self.existing_transfer(&transfer_id).await? else {
+            return Err(Refusal::withdrawal_not_found(id.as_str()).into());
         };
-        let fact = WithdrawalFact {
-            version: WithdrawalFact::format_version(),
-            id: id.to_owned(),
-            provider: provider.name.to_string(),
-            account: transfer.debit_account.to_string(),
-            amount: transfer.currency.format(transfer.amount),
-            currency: transfer.currency.code.to_string(),
-            transfer_id: transfer_id.to_string(),
-            status: WithdrawalStatus::Pending,
-            provider_status: None,
-            record_id: None,
-            created_at_ms: transfer.created_at_ms,
-            updated_at_ms: self.now_ms(),
-        };
-        tracing::info!(provider = %provider.name, withdrawal = id, "withdrawal fact rebuilt from its hold");
-        self.store.save(&self.ledger, Fact::Withdrawal(fact.clone())).await?;
+        let fact = withdrawal::rebuilt(id, provider, &hold, self.now_ms());
+        tracing::info!(provider, withdrawal = %fact.id, "withdrawal fact rebuilt from its hold");
+        self.store.save(&self.ledger, vec![Fact::Withdrawal(fact.clone())]).await?;
         Ok(fact)
     }
 
     /// `POST /v1/withdrawals`: holds the amount; `Ok((view, false))` for a replay.
     pub async fn create_withdrawal(&self, request: WithdrawalRequest) -> Result<(WithdrawalView, bool), ApiError> {
         let provider = self.known_provider(&request.provider)?.clone();
-        let id = request.id.as_str();
-        let _guard = self.lock(format!("withdrawal:{id}")).await?;
-        if let Some(fact) = self.store.withdrawal(id) {
-            let stored = self
-                .currencies
-                .get(&fact.currency)
-                .and_then(|currency| Some((currency, currency.parse_printed(&fact.amount)?)));
-            let same = fact.account == request.account.as_str()
-                && fact.provider == request.provider
-                && stored.is_some_and(|(currency, stored)| request.amount.same_value(stored, currency.scale));
-            if !same {
-                return Err(ApiError::rejection(Rejection::ExistsWithDifferentFields)
-                    .with_message(format!("withdrawal {id} exists with other fields")));
-            }
+        let _guard = self.lock(format!("withdrawal:{}", request.id)).await?;
+        let fact = self.store.withdrawal(request.id.as_str());
+        let replay = withdrawal::before_create(fact.as_ref(), &request).map_err(create_refusal)?;
+        if let (true, Some(fact)) = (replay, fact) {
             return Ok((self.withdrawal_view(fact).await?, false));
         }
-        let account = match self.ledger.account(&request.account).await {
-            Ok(account) => account,
-            Err(LedgerError::Rejected(Rejection::AccountNotFound)) => {
-                return Err(ApiError::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    ErrorCode::AccountNotFound,
-                    format!("account {} does not exist", request.account),
-                )
-                .with_field("account"));
-            }
-            Err(error) => return Err(error.into()),
-        };
-        let amount = account
-            .currency
-            .normalize(&request.amount)
-            .map_err(|error| crate::http::json::amount_error("amount", &error))?;
+        let account = self.client_account(&request.account).await?;
         let settlement = self.settlement(&provider.name, &account.currency).await?;
-        let transfer_id = withdrawal_transfer_id(&provider.name, id)?;
-        let hold = TransferRequest {
-            id: transfer_id.clone(),
-            debit_account: account.id.clone(),
-            credit_account: settlement,
-            amount: request.amount,
-            pending: true,
-            timeout_seconds: 0,
-            description: format!("withdrawal {id} via {}", provider.name),
-            metadata: Metadata::new(),
-        };
-        let (transfer, _) = self.ledger.create_transfer(hold).await.map_err(|error| match error {
-            LedgerError::Rejected(Rejection::ExistsWithDifferentFields) => {
-                ApiError::rejection(Rejection::ExistsWithDifferentFields)
-                    .with_message(format!("transfer {transfer_id} exists already with other fields"))
-            }
-            other => ApiError::from(other),
-        })?;
-        let now_ms = self.now_ms();
-        let fact = WithdrawalFact {
-            version: WithdrawalFact::format_version(),
-            id: id.to_owned(),
-            provider: provider.name.to_string(),
-            account: account.id.to_string(),
-            amount: account.currency.format(amount),
-            currency: account.currency.code.to_string(),
-            transfer_id: transfer_id.to_string(),
-            status: WithdrawalStatus::Pending,
-            provider_status: None,
-            record_id: None,
-            created_at_ms: transfer.created_at_ms,
-            updated_at_ms: now_ms,
-        };
-        self.store.save(&self.ledger, Fact::Withdrawal(fact.clone())).await?;
+        let hold = withdrawal::hold_request(&request, &account, settlement).map_err(create_refusal)?;
+        let (transfer, _) = self.create_derived_transfer(hold).await?;
+        let fact = withdrawal::created(&request, &transfer, self.now_ms());
+        self.store.save(&self.ledger, vec![Fact::Withdrawal(fact.clone())]).await?;
         Ok((WithdrawalView { fact, transfer }, true))
     }
 
@@ -886,46 +517,23 @@ impl Webhooks {
     }
 
     async fn withdrawal_view(&self, fact: WithdrawalFact) -> Result<WithdrawalView, ApiError> {
-        let transfer_id = Id::parse_internal(&fact.transfer_id).map_err(|_| internal("a stored transfer id").error)?;
-        let transfer = self.ledger.transfer(&transfer_id).await?;
+        let transfer = self.ledger.transfer(&fact.transfer).await?;
         Ok(WithdrawalView { fact, transfer })
     }
 
     // ---- deposit orders --------------------------------------------------------------------
 
     /// `POST /v1/deposits`: registers an expected deposit; `Ok((view, false))` for a replay.
-    pub async fn create_order(&self, request: DepositOrderRequest) -> Result<(OrderView, bool), ApiError> {
+    pub async fn create_order(&self, request: OrderRequest) -> Result<(OrderView, bool), ApiError> {
         self.known_provider(&request.provider)?;
-        let id = request.id.as_str();
-        let _guard = self.lock(format!("order:{id}")).await?;
-        if let Some(fact) = self.store.order(id) {
-            if fact.account != request.account.as_str() || fact.provider != request.provider {
-                return Err(ApiError::rejection(Rejection::ExistsWithDifferentFields)
-                    .with_message(format!("deposit order {id} exists with other fields")));
-            }
+        let _guard = self.lock(format!("order:{}", request.id)).await?;
+        let fact = self.store.order(request.id.as_str());
+        if let (true, Some(fact)) = (order::before_create(fact.as_ref(), &request).map_err(Refused::from)?, fact) {
             return Ok((self.order_view(fact)?, false));
         }
-        let account = match self.ledger.account(&request.account).await {
-            Ok(account) => account,
-            Err(LedgerError::Rejected(Rejection::AccountNotFound)) => {
-                return Err(ApiError::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    ErrorCode::AccountNotFound,
-                    format!("account {} does not exist", request.account),
-                )
-                .with_field("account"));
-            }
-            Err(error) => return Err(error.into()),
-        };
-        let fact = DepositOrderFact {
-            version: DepositOrderFact::format_version(),
-            id: id.to_owned(),
-            account: account.id.to_string(),
-            provider: request.provider.clone(),
-            currency: account.currency.code.to_string(),
-            created_at_ms: self.now_ms(),
-        };
-        self.store.save(&self.ledger, Fact::DepositOrder(fact.clone())).await?;
+        let account = self.client_account(&request.account).await?;
+        let fact = order::created(&request, &account, self.now_ms());
+        self.store.save(&self.ledger, vec![Fact::DepositOrder(fact.clone())]).await?;
         Ok((self.order_view(fact)?, true))
     }
 
@@ -938,15 +546,16 @@ impl Webhooks {
     }
 
     fn order_view(&self, fact: DepositOrderFact) -> Result<OrderView, ApiError> {
-        let currency = self.currencies.get(&fact.currency).cloned().unwrap_or_else(|| Currency::new(&fact.currency, 0));
-        let deposits = self.store.order_deposits(&fact.id, ORDER_DEPOSITS_SHOWN_MAX);
+        let deposits: Vec<DepositFact> =
+            fact.deposits.iter().filter_map(|deposit_id| self.store.deposit(&fact.provider, deposit_id)).collect();
         let mut credited_amount = Amount::ZERO;
-        for deposit in deposits.iter().filter(|deposit| deposit.status == DepositStatus::Credited) {
-            let amount = deposit.amount.as_deref().and_then(|text| currency.parse_printed(text)).unwrap_or_default();
-            credited_amount =
-                currency.add_total(credited_amount, amount).ok_or_else(|| internal("an order total").error)?;
+        for credit in deposits.iter().filter_map(|deposit| deposit.credit.as_ref()) {
+            credited_amount = fact
+                .currency
+                .add_total(credited_amount, credit.amount)
+                .ok_or_else(|| Refused::from(Refusal::internal("an order's total")).error)?;
         }
-        Ok(OrderView { fact, deposits, credited_amount, currency })
+        Ok(OrderView { fact, deposits, credited_amount })
     }
 
     // ---- plumbing --------------------------------------------------------------------------
@@ -956,7 +565,7 @@ impl Webhooks {
             ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 ErrorCode::ProviderNotFound,
-                format!("no webhook provider `{}` is configured", truncate(name)),
+                format!("no webhook provider `{}` is configured", payments::facts::bounded_text(name)),
             )
             .with_field("provider")
         })
@@ -966,7 +575,47 @@ impl Webhooks {
         self.locks.lock(key).await.map_err(|_| Refused::new("overloaded", ApiError::overloaded()))
     }
 
-    async fn fetch(&self, provider: &Provider, kind: RecordKind, record_id: &str) -> Result<Record, Refused> {
+    /// The account a delivery credits: it must exist.
+    async fn existing_account(&self, id: &Id) -> Result<Account, Refused> {
+        match self.ledger.account(id).await {
+            Ok(account) => Ok(account),
+            Err(LedgerError::Rejected(Rejection::AccountNotFound)) => Err(Refusal::account_not_found(id.as_str()).into()),
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// The account a client request names: it must exist (422 naming the field).
+    async fn client_account(&self, id: &Id) -> Result<Account, ApiError> {
+        self.existing_account(id).await.map_err(|refused| match refused.result {
+            "account_not_found" => refused.error.with_field("account"),
+            _ => refused.error,
+        })
+    }
+
+    /// The transfer with this id, if it exists.
+    async fn existing_transfer(&self, id: &Id) -> Result<Option<Arc<Transfer>>, Refused> {
+        match self.ledger.transfer(id).await {
+            Ok(transfer) => Ok(Some(transfer)),
+            Err(LedgerError::Rejected(Rejection::TransferNotFound)) => Ok(None),
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// Creates (or finds, on a replay) a transfer with a derived id.
+    async fn create_derived_transfer(&self, request: TransferRequest) -> Result<(Arc<Transfer>, bool), Refused> {
+        let id = request.id.clone();
+        self.ledger.create_transfer(request).await.map_err(|error| match error {
+            LedgerError::Rejected(Rejection::ExistsWithDifferentFields) => Refusal::new(
+                RefusalKind::Conflict,
+                "conflict",
+                format!("transfer {id} exists already with other fields; nothing is moved again"),
+            )
+            .into(),
+            other => other.into(),
+        })
+    }
+
+    async fn fetch(&self, provider: &Provider, kind: RecordKind, record_id: &str) -> Result<records::Record, Refused> {
         let deadline = Instant::now() + self.fetch_budget;
         self.client.fetch(provider, kind, record_id, deadline).await.map_err(|error| {
             tracing::warn!(provider = %provider.name, record_id, %error, "record look-up failed; nothing is credited");
@@ -989,8 +638,7 @@ impl Webhooks {
 
     /// The settlement account of `provider` in `currency`, created on first use.
     async fn settlement(&self, provider: &str, currency: &Currency) -> Result<Id, Refused> {
-        let id = Id::parse_internal(&format!("settlement:{provider}:{}", currency.code))
-            .map_err(|_| internal("a settlement account id"))?;
+        let id = ids::settlement_account(provider, currency).map_err(|_| Refusal::internal("a settlement account id"))?;
         if self.settlements.lock().unwrap_or_else(std::sync::PoisonError::into_inner).contains(&id) {
             return Ok(id);
         }
@@ -1006,13 +654,15 @@ impl Webhooks {
                 // Opened by an operator with other metadata: fine if it can settle.
                 let account = self.ledger.account(&id).await?;
                 if account.currency != *currency || account.overdraft != Overdraft::Unlimited {
-                    return Err(Refused::new(
+                    return Err(Refusal::new(
+                        RefusalKind::Conflict,
                         "settlement_misconfigured",
-                        ApiError::rejection(Rejection::ExistsWithDifferentFields).with_message(format!(
+                        format!(
                             "settlement account {id} exists but is not in {} with an unlimited overdraft",
                             currency.code
-                        )),
-                    ));
+                        ),
+                    )
+                    .into());
                 }
             }
             Err(error) => return Err(error.into()),
@@ -1022,124 +672,13 @@ impl Webhooks {
     }
 }
 
-/// A deposit to credit.
-struct Credit {
-    deposit_id: String,
-    account: Id,
-    /// In minor units of `currency`.
-    amount: Amount,
-    currency: Currency,
-    order_id: Option<String>,
-    provider_status: String,
-}
-
-/// What is known of a deposit that is not credited (for its fact).
-#[derive(Default)]
-struct DepositDetails {
-    account: Option<String>,
-    amount: Option<String>,
-    currency: Option<String>,
-    order_id: Option<String>,
-}
-
-impl DepositDetails {
-    fn fact(
-        self,
-        provider: &Provider,
-        deposit_id: &str,
-        status: DepositStatus,
-        provider_status: &str,
-        now_ms: i64,
-    ) -> DepositFact {
-        let mut fact = DepositFact::new(&provider.name, deposit_id, status, provider_status, now_ms);
-        fact.account = self.account.map(|text| truncate(&text));
-        fact.amount = self.amount.map(|text| truncate(&text));
-        fact.currency = self.currency.map(|text| truncate(&text));
-        fact.order_id = self.order_id.map(|text| truncate(&text));
-        fact
+/// The HTTP answer of a refused withdrawal request.
+fn create_refusal(refusal: CreateRefusal) -> ApiError {
+    match refusal {
+        CreateRefusal::Conflict(message) => ApiError::rejection(Rejection::ExistsWithDifferentFields).with_message(message),
+        CreateRefusal::InvalidAmount(error) => crate::http::json::amount_error("amount", &error),
+        CreateRefusal::Internal(refusal) => Refused::from(refusal).error,
     }
-}
-
-/// A withdrawal's new status as a delivery reports it.
-struct WithdrawalReport {
-    outcome: WithdrawalStatus,
-    provider_status: &'static str,
-}
-
-/// What a withdrawal record says, to compare with the withdrawal.
-struct RecordCheck {
-    record_id: String,
-    coin: String,
-    amount: Option<String>,
-}
-
-/// The result of a delivery for a deposit already final.
-fn classify_final(status: DepositStatus, reported: Reported) -> &'static str {
-    match (status, reported) {
-        (_, Reported::Processing) => "late_status",
-        (DepositStatus::Credited, Reported::Failed) => "failed_after_success",
-        (DepositStatus::Failed, Reported::Success) => "success_after_failure",
-        (DepositStatus::Risky, Reported::Failed) => "late_status",
-        _ => "duplicate",
-    }
-}
-
-fn reported_of(status: &str) -> Reported {
-    match status {
-        "Success" => Reported::Success,
-        "Failed" | "Rejected" => Reported::Failed,
-        _ => Reported::Processing,
-    }
-}
-
-fn static_status(status: &str) -> &'static str {
-    match status {
-        "Success" => "Success",
-        "Failed" => "Failed",
-        "Rejected" => "Rejected",
-        "Processing" => "Processing",
-        "WaitingApproval" => "WaitingApproval",
-        _ => "other",
-    }
-}
-
-/// The record's status, after checking that it is the notification's record.
-fn record_status(record: &Record, notification: &Notification) -> Result<String, Refused> {
-    if record.text("recordId").as_deref() != Some(notification.record_id.as_str()) {
-        return Err(record_mismatch(format!(
-            "the provider answered with record `{}` for `{}`",
-            truncate(&record.text("recordId").unwrap_or_default()),
-            notification.record_id
-        )));
-    }
-    record.text("status").ok_or_else(|| record_mismatch("the record has no status".to_owned()))
-}
-
-/// A record's amount at the currency's scale. Trailing zeros beyond the scale are accepted
-/// (`"0.50000000"` is 0.5); a value with more decimals than the currency has is refused.
-fn record_amount(text: Option<&str>, currency: &Currency, amount_max: u128) -> Result<Amount, Refused> {
-    let refuse = |message: String| {
-        Refused::new(
-            "invalid_amount",
-            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, ErrorCode::InvalidAmount, message),
-        )
-    };
-    let text = text.ok_or_else(|| refuse("the record has no amount".to_owned()))?;
-    let amount = parse_amount(text, amount_max)
-        .map_err(|error| refuse(format!("the record's amount `{}` is not acceptable: {error}", truncate(text))))?;
-    currency.normalize(&amount.without_trailing_zeros()).map_err(|error| {
-        refuse(format!("the record's amount {} does not fit {}: {error}", truncate(text), currency.code))
-    })
-}
-
-/// `dep:{provider}:{deposit_id}`.
-pub fn deposit_transfer_id(provider: &str, deposit_id: &str) -> Result<Id, Refused> {
-    Id::parse_internal(&format!("dep:{provider}:{deposit_id}")).map_err(|_| internal("a deposit transfer id"))
-}
-
-/// `wd:{provider}:{id}`.
-pub fn withdrawal_transfer_id(provider: &str, id: &str) -> Result<Id, Refused> {
-    Id::parse_internal(&format!("wd:{provider}:{id}")).map_err(|_| internal("a withdrawal transfer id"))
 }
 
 fn signature_refusal(error: &SignatureError) -> Refused {
@@ -1153,70 +692,4 @@ fn signature_refusal(error: &SignatureError) -> Refused {
         "invalid_signature",
         ApiError::new(StatusCode::UNAUTHORIZED, ErrorCode::InvalidSignature, error.to_string()),
     )
-}
-
-fn conflict(deposit_id: &str, fact: &DepositFact) -> Refused {
-    Refused::new(
-        "conflict",
-        ApiError::rejection(Rejection::ExistsWithDifferentFields).with_message(format!(
-            "deposit {deposit_id} was credited already as {} {} to {}; this delivery says otherwise and changes nothing",
-            fact.amount.as_deref().unwrap_or("?"),
-            fact.currency.as_deref().unwrap_or("?"),
-            fact.account.as_deref().unwrap_or("?"),
-        )),
-    )
-}
-
-fn withdrawal_not_found(id: &str) -> Refused {
-    Refused::new(
-        "withdrawal_not_found",
-        ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            ErrorCode::WithdrawalNotFound,
-            format!("no withdrawal {} for this provider", truncate(id)),
-        ),
-    )
-}
-
-fn record_mismatch(message: String) -> Refused {
-    Refused::new("record_mismatch", ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, ErrorCode::RecordMismatch, message))
-}
-
-fn internal(what: &str) -> Refused {
-    tracing::error!(what, "an id derived by the webhook service is invalid");
-    Refused::new("internal", ApiError::internal())
-}
-
-/// At most 64 characters of provider-sent text, for messages and facts.
-fn truncate(text: &str) -> String {
-    text.chars().take(64).collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn record_amounts_fit_the_currency_by_value() {
-        let usdt = Currency::new("USDT", 6);
-        let max = 1_000_000;
-        assert_eq!(usdt.format(record_amount(Some("0.5"), &usdt, max).unwrap()), "0.500000");
-        assert_eq!(usdt.format(record_amount(Some("0.50000000"), &usdt, max).unwrap()), "0.500000");
-        for bad in ["0.1234567", "-1", "0", "1e3", "abc", "2000000"] {
-            let refused = record_amount(Some(bad), &usdt, max).unwrap_err();
-            assert_eq!(refused.result, "invalid_amount", "{bad}");
-            assert_eq!(refused.error.status, StatusCode::UNPROCESSABLE_ENTITY);
-        }
-        assert!(record_amount(None, &usdt, max).is_err());
-    }
-
-    #[test]
-    fn final_deposits_classify_late_deliveries() {
-        assert_eq!(classify_final(DepositStatus::Credited, Reported::Failed), "failed_after_success");
-        assert_eq!(classify_final(DepositStatus::Credited, Reported::Success), "duplicate");
-        assert_eq!(classify_final(DepositStatus::Credited, Reported::Processing), "late_status");
-        assert_eq!(classify_final(DepositStatus::Failed, Reported::Success), "success_after_failure");
-        assert_eq!(classify_final(DepositStatus::Failed, Reported::Failed), "duplicate");
-        assert_eq!(classify_final(DepositStatus::Risky, Reported::Success), "duplicate");
-    }
 }

@@ -15,7 +15,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
+use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::{Method, Request, StatusCode};
 use hyper_rustls::HttpsConnector;
@@ -78,6 +78,20 @@ impl Record {
     /// A boolean field (absent = false).
     pub fn flag(&self, name: &str) -> bool {
         matches!(self.fields.get(name), Some(Value::Bool(true)))
+    }
+
+    /// The fields the payment flows read.
+    pub fn provider_record(&self) -> payments::ccpayment::ProviderRecord {
+        payments::ccpayment::ProviderRecord {
+            record_id: self.text("recordId"),
+            status: self.text("status"),
+            coin: self.text("coinSymbol"),
+            amount: self.text("amount"),
+            order_id: self.text("orderId"),
+            user_id: self.text("userId"),
+            reference_id: self.text("referenceId"),
+            risky: self.flag("isFlaggedAsRisky"),
+        }
     }
 }
 

@@ -17,7 +17,7 @@
 //! signature is checked before the timestamp's age, so that only a genuine delivery learns it
 //! is stale; nothing of the body is parsed here.
 
-use axum::http::HeaderMap;
+use http::HeaderMap;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use hmac::{Hmac, Mac};
@@ -187,7 +187,7 @@ fn check_age(timestamp: i64, now_seconds: i64, window_seconds: u64) -> Result<()
 #[cfg(test)]
 mod tests {
     use super::*;
-    use axum::http::HeaderValue;
+    use http::HeaderValue;
 
     /// The published Standard Webhooks test vector (the reference libraries' own tests).
     const STANDARD_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";

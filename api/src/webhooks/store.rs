@@ -1,275 +1,62 @@
-//! The webhook bookkeeping kept in the ledger's log: deposits, withdrawals, deposit orders.
+//! The payment facts as of the durable log, and the per-key locks of the webhook service.
 //!
-//! This module owns the persisted facts of the webhook state machine and their encoding, the
-//! in-memory view of them, and [`KeyLocks`], the bounded per-key locks that serialize
-//! everything done for one deposit, withdrawal or order.
-//!
-//! Each fact is one `engine::Record::External` record: `kind` is one of [`DEPOSIT_KIND`],
-//! [`WITHDRAWAL_KIND`], [`DEPOSIT_ORDER_KIND`], `key` names the fact, and the payload is the
-//! fact as JSON (with a format version). Replay keeps the latest payload per (kind, key), so
-//! the view after a restart is exactly the last fact written for each key. A fact is put in the
-//! view only once its record is durable ([`Store::save`]), always under the key's lock, so a
-//! reader never sees a state that a crash could take back.
+//! This module owns [`Store`], the in-memory view of the latest `payments::Fact` of every
+//! deposit, withdrawal and deposit order (each one `engine::Record::External` record, encoded
+//! by the `payments` crate), and [`KeyLocks`], the bounded per-key locks that serialize
+//! everything done for one deposit, withdrawal or order. A fact is put in the view only once
+//! its record is durable ([`Store::save`]), always under its key's lock, so a reader never sees
+//! a state that a crash could take back.
 //!
 //! Money is never decided by these facts alone: the transfers `dep:{provider}:{deposit_id}`
-//! and `wd:{provider}:{id}` are the commit points, and the facts record what was decided. See
-//! `webhooks/mod.rs` for the order of writes and how a crash between them converges.
+//! and `wd:{provider}:{id}` are the commit points, and the facts record what was decided (see
+//! the `payments` crate for the order of writes and how a crash between them converges).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use serde::{Deserialize, Serialize};
-use tokio::sync::OwnedMutexGuard;
-
 use actors::{LedgerError, LedgerHandle};
-
-/// `kind` of a deposit's fact; key `{provider}:{deposit_id}`.
-pub const DEPOSIT_KIND: &str = "webhooks.deposit";
-/// `kind` of a withdrawal's fact; key: the withdrawal id.
-pub const WITHDRAWAL_KIND: &str = "webhooks.withdrawal";
-/// `kind` of a deposit order's fact; key: the order id.
-pub const DEPOSIT_ORDER_KIND: &str = "webhooks.deposit_order";
-
-/// Version of the JSON payloads written here.
-const FACT_FORMAT_VERSION: u32 = 1;
-
-/// Where a deposit is. Only forward: `Processing` → one of the others, which are final.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DepositStatus {
-    /// Seen, not settled yet (CCPayment `Processing`).
-    Processing,
-    /// Credited: the transfer `dep:{provider}:{deposit_id}` exists.
-    Credited,
-    /// The provider says it failed; nothing was credited.
-    Failed,
-    /// The provider's record is `Success` but flagged as risky: recorded, not credited.
-    Risky,
-}
-
-impl DepositStatus {
-    pub fn is_final(self) -> bool {
-        self != DepositStatus::Processing
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DepositStatus::Processing => "processing",
-            DepositStatus::Credited => "credited",
-            DepositStatus::Failed => "failed",
-            DepositStatus::Risky => "risky",
-        }
-    }
-}
-
-/// What the ledger knows of one deposit.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DepositFact {
-    pub version: u32,
-    pub provider: String,
-    pub deposit_id: String,
-    pub status: DepositStatus,
-    /// The provider's own status word of the last delivery acted on.
-    pub provider_status: String,
-    /// The account credited (or that would be), when known.
-    pub account: Option<String>,
-    /// The amount, as the currency prints it, when known.
-    pub amount: Option<String>,
-    pub currency: Option<String>,
-    /// The deposit order it belongs to (CCPayment `ApiDeposit`).
-    pub order_id: Option<String>,
-    /// The transfer that credited it.
-    pub transfer_id: Option<String>,
-    pub updated_at_ms: i64,
-}
-
-/// Where a withdrawal is, as the provider reported it. The money's state is the hold's
-/// (`wd:{provider}:{id}`): pending, posted (completed) or voided (failed).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum WithdrawalStatus {
-    /// Held; the provider has said nothing yet.
-    Pending,
-    /// The provider waits for an approval (CCPayment `WaitingApproval`).
-    WaitingApproval,
-    /// The provider is sending it (CCPayment `Processing`).
-    Processing,
-    /// Sent: the hold is posted.
-    Completed,
-    /// Failed or rejected: the hold is voided.
-    Failed,
-}
-
-impl WithdrawalStatus {
-    pub fn is_final(self) -> bool {
-        matches!(self, WithdrawalStatus::Completed | WithdrawalStatus::Failed)
-    }
-}
-
-/// What the ledger knows of one withdrawal.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct WithdrawalFact {
-    pub version: u32,
-    pub id: String,
-    pub provider: String,
-    pub account: String,
-    /// As the currency prints it.
-    pub amount: String,
-    pub currency: String,
-    pub transfer_id: String,
-    pub status: WithdrawalStatus,
-    /// The provider's own status word of the last delivery acted on.
-    pub provider_status: Option<String>,
-    /// The provider's record id, once a delivery named one.
-    pub record_id: Option<String>,
-    pub created_at_ms: i64,
-    pub updated_at_ms: i64,
-}
-
-/// An expected deposit, registered with `POST /v1/deposits` (CCPayment `ApiDeposit` credits
-/// its account).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DepositOrderFact {
-    pub version: u32,
-    pub id: String,
-    pub account: String,
-    pub provider: String,
-    pub currency: String,
-    pub created_at_ms: i64,
-}
-
-impl DepositFact {
-    pub fn new(provider: &str, deposit_id: &str, status: DepositStatus, provider_status: &str, now_ms: i64) -> Self {
-        DepositFact {
-            version: FACT_FORMAT_VERSION,
-            provider: provider.to_owned(),
-            deposit_id: deposit_id.to_owned(),
-            status,
-            provider_status: provider_status.to_owned(),
-            account: None,
-            amount: None,
-            currency: None,
-            order_id: None,
-            transfer_id: None,
-            updated_at_ms: now_ms,
-        }
-    }
-
-    /// The key of this fact.
-    pub fn key(&self) -> String {
-        deposit_key(&self.provider, &self.deposit_id)
-    }
-}
-
-impl WithdrawalFact {
-    pub fn format_version() -> u32 {
-        FACT_FORMAT_VERSION
-    }
-}
-
-impl DepositOrderFact {
-    pub fn format_version() -> u32 {
-        FACT_FORMAT_VERSION
-    }
-}
-
-/// The key of a deposit's fact.
-pub fn deposit_key(provider: &str, deposit_id: &str) -> String {
-    format!("{provider}:{deposit_id}")
-}
-
-/// A fact to write.
-#[derive(Debug, Clone)]
-pub enum Fact {
-    Deposit(DepositFact),
-    Withdrawal(WithdrawalFact),
-    DepositOrder(DepositOrderFact),
-}
-
-impl Fact {
-    fn kind_and_key(&self) -> (&'static str, String) {
-        match self {
-            Fact::Deposit(fact) => (DEPOSIT_KIND, fact.key()),
-            Fact::Withdrawal(fact) => (WITHDRAWAL_KIND, fact.id.clone()),
-            Fact::DepositOrder(fact) => (DEPOSIT_ORDER_KIND, fact.id.clone()),
-        }
-    }
-
-    fn encode(&self) -> Vec<u8> {
-        let encoded = match self {
-            Fact::Deposit(fact) => serde_json::to_vec(fact),
-            Fact::Withdrawal(fact) => serde_json::to_vec(fact),
-            Fact::DepositOrder(fact) => serde_json::to_vec(fact),
-        };
-        // Plain structs of strings and numbers always encode.
-        encoded.expect("a webhook fact encodes as JSON")
-    }
-}
-
-/// A recovered record that does not decode: a corrupt or foreign log.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("webhook record ({kind}, {key}) does not decode: {reason}")]
-pub struct FactDecodeError {
-    pub kind: String,
-    pub key: String,
-    pub reason: String,
-}
+use payments::{DepositFact, DepositOrderFact, Fact, FactDecodeError, FactKind, WithdrawalFact};
+use tokio::sync::OwnedMutexGuard;
 
 #[derive(Default)]
 struct View {
     deposits: HashMap<String, DepositFact>,
     withdrawals: HashMap<String, WithdrawalFact>,
     orders: HashMap<String, DepositOrderFact>,
-    /// Order id → keys of the deposits that belong to it.
-    order_deposits: HashMap<String, BTreeSet<String>>,
 }
 
 impl View {
     fn insert(&mut self, fact: Fact) {
+        let key = fact.key();
         match fact {
             Fact::Deposit(fact) => {
-                if let Some(order) = &fact.order_id {
-                    self.order_deposits.entry(order.clone()).or_default().insert(fact.key());
-                }
-                self.deposits.insert(fact.key(), fact);
+                self.deposits.insert(key, fact);
             }
             Fact::Withdrawal(fact) => {
-                self.withdrawals.insert(fact.id.clone(), fact);
+                self.withdrawals.insert(key, fact);
             }
             Fact::DepositOrder(fact) => {
-                self.orders.insert(fact.id.clone(), fact);
+                self.orders.insert(key, fact);
             }
         }
     }
 }
 
-/// The webhook facts: the latest of each, as of the durable log.
+/// The payment facts: the latest of each, as of the durable log.
 pub struct Store {
     view: Mutex<View>,
 }
 
 impl Store {
-    /// The view of the recovered External records (`engine::Ledger.external`). Kinds other
-    /// than this module's are left alone.
+    /// The view of the recovered `External` records (`engine::Ledger.external`). Kinds other
+    /// than the `payments` crate's are left alone.
     pub fn load(external: &BTreeMap<(String, String), Vec<u8>>) -> Result<Store, FactDecodeError> {
         let mut view = View::default();
         for ((kind, key), payload) in external {
-            let failed = |reason: String| FactDecodeError { kind: kind.clone(), key: key.clone(), reason };
-            let fact = match kind.as_str() {
-                DEPOSIT_KIND => Fact::Deposit(serde_json::from_slice(payload).map_err(|e| failed(e.to_string()))?),
-                WITHDRAWAL_KIND => {
-                    Fact::Withdrawal(serde_json::from_slice(payload).map_err(|e| failed(e.to_string()))?)
-                }
-                DEPOSIT_ORDER_KIND => {
-                    Fact::DepositOrder(serde_json::from_slice(payload).map_err(|e| failed(e.to_string()))?)
-                }
-                _ => continue,
-            };
-            let (_, fact_key) = fact.kind_and_key();
-            if fact_key != *key {
-                return Err(failed(format!("its payload names the key {fact_key}")));
+            if FactKind::of_name(kind).is_none() {
+                continue;
             }
-            view.insert(fact);
+            view.insert(Fact::decode(kind, key, payload)?);
         }
         Ok(Store { view: Mutex::new(view) })
     }
@@ -279,12 +66,19 @@ impl Store {
         self.view.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Writes `fact` to the log and, once it is durable, to the view. Call it holding the
-    /// fact's key lock.
-    pub async fn save(&self, ledger: &LedgerHandle, fact: Fact) -> Result<(), LedgerError> {
-        let (kind, key) = fact.kind_and_key();
-        ledger.append_external(kind.to_owned(), key, fact.encode()).await?;
-        self.view().insert(fact);
+    /// Writes `facts` to the log as one submission (all or none) and, once durable, to the
+    /// view. Call it holding the facts' key locks.
+    pub async fn save(&self, ledger: &LedgerHandle, facts: Vec<Fact>) -> Result<(), LedgerError> {
+        if facts.is_empty() {
+            return Ok(());
+        }
+        let records =
+            facts.iter().map(|fact| (fact.kind().name().to_owned(), fact.key(), fact.encode())).collect::<Vec<_>>();
+        ledger.append_externals(records).await?;
+        let mut view = self.view();
+        for fact in facts {
+            view.insert(fact);
+        }
         Ok(())
     }
 
@@ -298,15 +92,12 @@ impl Store {
         deposits
             .chain(withdrawals)
             .chain(orders)
-            .map(|fact| {
-                let (kind, key) = fact.kind_and_key();
-                ((kind.to_owned(), key), fact.encode())
-            })
+            .map(|fact| ((fact.kind().name().to_owned(), fact.key()), fact.encode()))
             .collect()
     }
 
     pub fn deposit(&self, provider: &str, deposit_id: &str) -> Option<DepositFact> {
-        self.view().deposits.get(&deposit_key(provider, deposit_id)).cloned()
+        self.view().deposits.get(&DepositFact::key_of(provider, deposit_id)).cloned()
     }
 
     pub fn withdrawal(&self, id: &str) -> Option<WithdrawalFact> {
@@ -315,15 +106,6 @@ impl Store {
 
     pub fn order(&self, id: &str) -> Option<DepositOrderFact> {
         self.view().orders.get(id).cloned()
-    }
-
-    /// The deposits of an order (at most `limit`, by key order).
-    pub fn order_deposits(&self, order_id: &str, limit: usize) -> Vec<DepositFact> {
-        let view = self.view();
-        let Some(keys) = view.order_deposits.get(order_id) else {
-            return Vec::new();
-        };
-        keys.iter().filter_map(|key| view.deposits.get(key).cloned()).take(limit).collect()
     }
 }
 
@@ -433,20 +215,26 @@ mod tests {
 
     #[test]
     fn facts_round_trip_through_the_log_view() {
-        let mut deposit = DepositFact::new("processor", "d-1", DepositStatus::Credited, "completed", 7);
-        deposit.order_id = Some("o-1".to_owned());
+        let deposit = DepositFact {
+            provider: "processor".to_owned(),
+            deposit_id: "d-1".to_owned(),
+            status: payments::DepositStatus::Failed,
+            provider_status: "failed".to_owned(),
+            credit: None,
+            reported: payments::ReportedDetails::default(),
+            order_id: Some("o-1".to_owned()),
+            updated_at_ms: 7,
+        };
         let mut external = BTreeMap::new();
         let fact = Fact::Deposit(deposit.clone());
-        let (kind, key) = fact.kind_and_key();
-        external.insert((kind.to_owned(), key), fact.encode());
-        external.insert(("another.kind".to_owned(), "x".to_owned()), b"not json".to_vec());
+        external.insert((fact.kind().name().to_owned(), fact.key()), fact.encode());
+        external.insert(("another.kind".to_owned(), "x".to_owned()), b"not a fact".to_vec());
         let store = Store::load(&external).unwrap();
         assert_eq!(store.deposit("processor", "d-1"), Some(deposit));
         let exported = store.external();
         assert_eq!(exported.len(), 1);
         assert_eq!(Store::load(&exported).unwrap().deposit("processor", "d-1"), store.deposit("processor", "d-1"));
-        assert_eq!(store.order_deposits("o-1", 10).len(), 1);
-        external.insert((DEPOSIT_KIND.to_owned(), "processor:d-2".to_owned()), b"{".to_vec());
+        external.insert((FactKind::Deposit.name().to_owned(), "processor:d-2".to_owned()), b"{".to_vec());
         let error = Store::load(&external).err().unwrap();
         assert_eq!(error.key, "processor:d-2");
     }
