@@ -19,7 +19,7 @@ use engine::ledger::{
     Side, account_change, account_from_record, apply_to_account, apply_to_transfers, transfer_from_record,
     transfer_record,
 };
-use engine::rules::{self, PostOutcome};
+use engine::rules::{self, FirstChecks, PostOutcome};
 use engine::{Account, Amount, Id, IdMap, Record, Rejection, Transfer, TransferStatus};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use snapshots::CommitHandle;
@@ -328,18 +328,10 @@ impl ShardState {
                 return self.create_local(&request, now_ms, reply);
             }
             Command::Create { request, mode } => {
-                if let Some(stored) = self.transfers.get(&request.id) {
-                    let outcome = if stored.matches(&request) {
-                        Outcome::Existing(stored.clone())
-                    } else {
-                        Outcome::Rejected(Rejection::ExistsWithDifferentFields)
-                    };
-                    reply.send(outcome);
-                    return;
-                }
-                if request.debit_account == request.credit_account {
-                    reply.send(Outcome::Rejected(Rejection::AccountsMustBeDifferent));
-                    return;
+                match rules::first_checks(self.transfers.get(&request.id), &request) {
+                    Ok(FirstChecks::New) => {}
+                    Ok(FirstChecks::Replay(stored)) => return reply.send(Outcome::Existing(stored)),
+                    Err(rejection) => return reply.send(Outcome::Rejected(rejection)),
                 }
                 Conversation {
                     transfer_id: request.id.clone(),
@@ -402,16 +394,10 @@ impl ShardState {
     /// transfer) fused, with the same engine rules and the same order of checks, and no
     /// in-flight hold since nothing can interleave.
     fn create_local(&mut self, request: &engine::TransferRequest, now_ms: i64, reply: Reply) {
-        if let Some(stored) = self.transfers.get(&request.id) {
-            let outcome = if stored.matches(request) {
-                Outcome::Existing(stored.clone())
-            } else {
-                Outcome::Rejected(Rejection::ExistsWithDifferentFields)
-            };
-            return reply.send(outcome);
-        }
-        if request.debit_account == request.credit_account {
-            return reply.send(Outcome::Rejected(Rejection::AccountsMustBeDifferent));
+        match rules::first_checks(self.transfers.get(&request.id), request) {
+            Ok(FirstChecks::New) => {}
+            Ok(FirstChecks::Replay(stored)) => return reply.send(Outcome::Existing(stored)),
+            Err(rejection) => return reply.send(Outcome::Rejected(rejection)),
         }
         let [debit, credit] = self.accounts.get_disjoint_mut([&request.debit_account, &request.credit_account]);
         let Some(debit) = debit else {

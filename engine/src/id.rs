@@ -77,6 +77,16 @@ impl Id {
     }
 }
 
+/// Longest provider name (`config` refuses longer) and longest currency code.
+const PROVIDER_NAME_CHARS_MAX: usize = 64;
+const CURRENCY_CODE_CHARS_MAX: usize = 12;
+// Every id the ledger derives fits: `dep:{provider}:{deposit id}`, `wd:{provider}:{id}` and
+// `settlement:{provider}:{currency}`, with a client-length id in them.
+const _: () = assert!("dep:".len() + PROVIDER_NAME_CHARS_MAX + 1 + Id::CLIENT_CHARS_MAX <= Id::INTERNAL_CHARS_MAX);
+const _: () =
+    assert!("settlement:".len() + PROVIDER_NAME_CHARS_MAX + 1 + CURRENCY_CODE_CHARS_MAX <= Id::INTERNAL_CHARS_MAX);
+const _: () = assert!(Id::CLIENT_CHARS_MAX <= Id::INTERNAL_CHARS_MAX);
+
 fn is_id_byte(byte: u8) -> bool {
     ID_BYTES[usize::from(byte)]
 }

@@ -60,17 +60,76 @@ pub struct AccountChange {
     pending_debits: Amount,
     pending_credits: Amount,
     frozen: bool,
+    /// What the record moves on each total, derived from the record alone ([`record_deltas`]):
+    /// [`AccountChange::commit`] checks that the totals computed above moved by exactly this.
+    deltas: [i128; 4],
 }
 
 impl AccountChange {
-    /// Writes the change into `account` and counts it as the change at `seq`.
+    /// Writes the change into `account` and counts it as the change at `seq`. Asserts (in
+    /// release too) that the totals moved by exactly what the record says, that they stay
+    /// within their bound and sign, and that the version counts one change.
     pub fn commit(self, account: &mut Account, seq: u64) {
+        let before = totals_of(account);
+        let after = [self.debits_posted, self.credits_posted, self.pending_debits, self.pending_credits];
+        for ((before, after), delta) in before.iter().zip(after).zip(self.deltas) {
+            assert_eq!(
+                after.minor_units() - before.minor_units(),
+                delta,
+                "account {}: a change at seq {seq} moves a total by other than its record says",
+                account.id
+            );
+        }
+        let version = account.version;
         account.debits_posted = self.debits_posted;
         account.credits_posted = self.credits_posted;
         account.pending_debits = self.pending_debits;
         account.pending_credits = self.pending_credits;
         account.frozen = self.frozen;
         account.touch(seq);
+        assert_eq!(account.version, version + 1, "account {}: one change counts one version", account.id);
+        assert_sound(account);
+    }
+}
+
+fn totals_of(account: &Account) -> [Amount; 4] {
+    [account.debits_posted, account.credits_posted, account.pending_debits, account.pending_credits]
+}
+
+/// Asserts what holds of every account after every change: each total non-negative and within
+/// the currency's bound, the balance within the bound, and (unless unlimited) the account
+/// within its overdraft limit.
+pub fn assert_sound(account: &Account) {
+    let bound = account.currency.total_max();
+    for total in totals_of(account) {
+        assert!(
+            !total.is_negative() && total <= bound,
+            "account {}: a total of {} minor units leaves [0, {}]",
+            account.id,
+            total.minor_units(),
+            bound.minor_units()
+        );
+    }
+    assert!(account.balance().abs() <= bound, "account {}: the balance leaves its bound", account.id);
+    assert!(account.within_overdraft(Amount::ZERO), "account {}: below its overdraft limit", account.id);
+}
+
+/// How `record` moves the totals of the account on `side`: (debits posted, credits posted,
+/// pending debits, pending credits), in minor units.
+fn record_deltas(side: Side, record: &Record) -> [i128; 4] {
+    let units = |amount: &Amount| amount.minor_units();
+    let [posted, pending] = match record {
+        Record::CreateTransfer { amount, pending: false, .. } => [units(amount), 0],
+        Record::CreateTransfer { amount, pending: true, .. } => [0, units(amount)],
+        Record::PostPending { pending_amount, posted_amount, .. } => [units(posted_amount), -units(pending_amount)],
+        Record::VoidPending { pending_amount, .. } | Record::ExpirePending { pending_amount, .. } => {
+            [0, -units(pending_amount)]
+        }
+        Record::CreateAccount { .. } | Record::SetFrozen { .. } | Record::External { .. } => [0, 0],
+    };
+    match side {
+        Side::Debit => [posted, 0, pending, 0],
+        Side::Credit => [0, posted, 0, pending],
     }
 }
 
@@ -91,6 +150,7 @@ pub fn account_change(
         pending_debits: account.pending_debits,
         pending_credits: account.pending_credits,
         frozen: account.frozen,
+        deltas: record_deltas(side, record),
     };
     match record {
         Record::CreateAccount { .. } | Record::External { .. } => return Ok(None),
@@ -366,15 +426,8 @@ impl Ledger {
     /// The reference decision on a transfer request at `now_ms`, using the same rules as the
     /// live conversation (with nothing in flight).
     pub fn create_transfer(&self, request: &TransferRequest, now_ms: i64) -> Result<TransferDecision, Rejection> {
-        if let Some(stored) = self.transfers.get(&request.id) {
-            return if stored.matches(request) {
-                Ok(TransferDecision::Replay(stored.clone()))
-            } else {
-                Err(Rejection::ExistsWithDifferentFields)
-            };
-        }
-        if request.debit_account == request.credit_account {
-            return Err(Rejection::AccountsMustBeDifferent);
+        if let rules::FirstChecks::Replay(stored) = rules::first_checks(self.transfers.get(&request.id), request)? {
+            return Ok(TransferDecision::Replay(stored));
         }
         let debit = self.accounts.get(&request.debit_account).ok_or(Rejection::DebitAccountNotFound)?;
         let debit_amount = rules::debit_amount(debit, &request.amount).unwrap_or(Amount::ZERO);
@@ -547,5 +600,55 @@ pub fn expiry_record(transfer: &Transfer) -> Record {
         debit_account: transfer.debit_account.clone(),
         credit_account: transfer.credit_account.clone(),
         pending_amount: transfer.amount,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::amount::Currency;
+
+    fn account() -> Account {
+        let id = Id::parse("alice").unwrap();
+        Account::new(id, Currency::new("USD", 2), Overdraft::Unlimited, Default::default(), 0, 1)
+    }
+
+    fn credit(amount: i128) -> Record {
+        Record::CreateTransfer {
+            id: Id::parse("t").unwrap(),
+            debit_account: Id::parse("bank").unwrap(),
+            credit_account: Id::parse("alice").unwrap(),
+            amount: Amount::from_minor_units(amount),
+            currency: Currency::new("USD", 2),
+            pending: false,
+            timeout_seconds: 0,
+            description: String::new(),
+            metadata: Default::default(),
+            created_at_ms: 0,
+        }
+    }
+
+    #[test]
+    fn a_change_moves_totals_by_what_its_record_says() {
+        let mut account = account();
+        apply_to_account(&mut account, Side::Credit, 2, &credit(500)).unwrap();
+        assert_eq!((account.credits_posted.minor_units(), account.version, account.last_seq), (500, 2, 2));
+    }
+
+    #[test]
+    #[should_panic(expected = "moves a total by other than its record says")]
+    fn a_change_that_does_not_pair_with_its_record_is_a_bug() {
+        let mut account = account();
+        let mut change = account_change(&account, Side::Credit, 2, &credit(500)).unwrap().unwrap();
+        change.credits_posted = Amount::from_minor_units(499);
+        change.commit(&mut account, 2);
+    }
+
+    #[test]
+    #[should_panic(expected = "leaves [0,")]
+    fn an_unsound_account_is_a_bug() {
+        let mut account = account();
+        account.pending_debits = Amount::from_minor_units(-1);
+        assert_sound(&account);
     }
 }

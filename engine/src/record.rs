@@ -18,6 +18,7 @@ use crate::id::Id;
 pub const GROUP_FORMAT_VERSION: u8 = 2;
 /// Bytes before the payload: length, checksum, version.
 pub const ENVELOPE_HEADER_BYTES: usize = 9;
+const _: () = assert!(ENVELOPE_HEADER_BYTES == size_of::<u32>() + size_of::<u32>() + size_of::<u8>());
 
 /// One decided change to the ledger.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -10,7 +10,37 @@
 use crate::account::Account;
 use crate::amount::{Amount, Currency, WrittenAmount};
 use crate::rejection::Rejection;
-use crate::transfer::{Transfer, TransferStatus};
+use crate::transfer::{Transfer, TransferRequest, TransferStatus};
+
+/// What the first checks of a transfer request come to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FirstChecks<T> {
+    /// The same transfer exists: answer with it (an idempotent replay).
+    Replay(T),
+    /// A new transfer whose accounts differ: go on to the accounts' checks.
+    New,
+}
+
+/// The checks of a transfer request that come before its accounts are looked at, in the
+/// contract's order: idempotency against `stored`, the transfer with the request's id if there
+/// is one (the same fields: a replay; others: `exists_with_different_fields`), then that the
+/// two accounts differ. The live path and the reference decision both start here.
+pub fn first_checks<T: std::ops::Deref<Target = Transfer> + Clone>(
+    stored: Option<&T>,
+    request: &TransferRequest,
+) -> Result<FirstChecks<T>, Rejection> {
+    if let Some(stored) = stored {
+        return if stored.matches(request) {
+            Ok(FirstChecks::Replay(stored.clone()))
+        } else {
+            Err(Rejection::ExistsWithDifferentFields)
+        };
+    }
+    if request.debit_account == request.credit_account {
+        return Err(Rejection::AccountsMustBeDifferent);
+    }
+    Ok(FirstChecks::New)
+}
 
 /// What the debit side knows about a proposed transfer.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -207,9 +207,8 @@ fn record_status(record: &ProviderRecord, notification: &Notification) -> Result
 pub fn record_amount(text: Option<&str>, currency: &Currency, amount_max: u128) -> Result<engine::Amount, Refusal> {
     let refuse = |message: String| Refusal::new(RefusalKind::InvalidAmount, "invalid_amount", message);
     let text = text.ok_or_else(|| refuse("the record has no amount".to_owned()))?;
-    let amount = engine::amount::parse_amount(text, amount_max).map_err(|error| {
-        refuse(format!("the record's amount `{}` is not acceptable: {error}", bounded_text(text)))
-    })?;
+    let amount = engine::amount::parse_amount(text, amount_max)
+        .map_err(|error| refuse(format!("the record's amount `{}` is not acceptable: {error}", bounded_text(text))))?;
     currency.normalize(&amount.without_trailing_zeros()).map_err(|error| {
         refuse(format!("the record's amount {} does not fit {}: {error}", bounded_text(text), currency.code))
     })
@@ -245,9 +244,15 @@ mod tests {
 
     #[test]
     fn a_direct_deposit_credits_the_users_coin_account_with_the_record_amount() {
-        let report =
-            deposit_report("cc", &notification(NotificationKind::DirectDeposit), &record("Success"), None, &currencies(), 1_000_000)
-                .unwrap();
+        let report = deposit_report(
+            "cc",
+            &notification(NotificationKind::DirectDeposit),
+            &record("Success"),
+            None,
+            &currencies(),
+            1_000_000,
+        )
+        .unwrap();
         let DepositReport::Credit(credit) = report else { panic!("a credit") };
         assert_eq!(credit.account.as_str(), "user_42:USDT");
         assert_eq!(credit.amount, Amount::from_minor_units(500_000));
@@ -262,10 +267,19 @@ mod tests {
             (record("Failed"), UncreditedOutcome::Failed),
             (record("Processing"), UncreditedOutcome::Processing),
         ] {
-            let report =
-                deposit_report("cc", &notification(NotificationKind::DirectDeposit), &record, None, &currencies(), 1_000_000)
-                    .unwrap();
-            assert!(matches!(report, DepositReport::Uncredited(ref uncredited) if uncredited.outcome == outcome), "{report:?}");
+            let report = deposit_report(
+                "cc",
+                &notification(NotificationKind::DirectDeposit),
+                &record,
+                None,
+                &currencies(),
+                1_000_000,
+            )
+            .unwrap();
+            assert!(
+                matches!(report, DepositReport::Uncredited(ref uncredited) if uncredited.outcome == outcome),
+                "{report:?}"
+            );
         }
     }
 
@@ -276,8 +290,14 @@ mod tests {
         assert_eq!(order_id_of(&notification, &record).as_deref(), Some("o-1"));
         let refusal = deposit_report("cc", &notification, &record, None, &currencies(), 1_000_000).unwrap_err();
         assert_eq!(refusal.kind, RefusalKind::DepositNotFound);
-        let account =
-            engine::Account::new(id("alice"), Currency::new("USDT", 6), Overdraft::Limited(Amount::ZERO), Default::default(), 0, 1);
+        let account = engine::Account::new(
+            id("alice"),
+            Currency::new("USDT", 6),
+            Overdraft::Limited(Amount::ZERO),
+            Default::default(),
+            0,
+            1,
+        );
         let order = crate::order::created(
             &crate::order::OrderRequest { id: id("o-1"), account: id("alice"), provider: "cc".into() },
             &account,
@@ -301,16 +321,23 @@ mod tests {
         let usdt = Currency::new("USDT", 6);
         assert_eq!(record_amount(Some("0.5"), &usdt, 1_000_000).unwrap(), Amount::from_minor_units(500_000));
         for bad in ["0.1234567", "-1", "0", "1e3", "abc", "2000000"] {
-            assert_eq!(record_amount(Some(bad), &usdt, 1_000_000).unwrap_err().kind, RefusalKind::InvalidAmount, "{bad}");
+            assert_eq!(
+                record_amount(Some(bad), &usdt, 1_000_000).unwrap_err().kind,
+                RefusalKind::InvalidAmount,
+                "{bad}"
+            );
         }
         assert!(record_amount(None, &usdt, 1_000_000).is_err());
     }
 
     #[test]
     fn withdrawal_records_name_their_order() {
-        let notification = Notification { order_id: Some("w-1".into()), ..notification(NotificationKind::ApiWithdrawal) };
+        let notification =
+            Notification { order_id: Some("w-1".into()), ..notification(NotificationKind::ApiWithdrawal) };
         assert_eq!(withdrawal_id_of(&notification).unwrap().as_str(), "w-1");
-        let report = withdrawal_report(&notification, &ProviderRecord { order_id: Some("w-1".into()), ..record("Rejected") }).unwrap();
+        let report =
+            withdrawal_report(&notification, &ProviderRecord { order_id: Some("w-1".into()), ..record("Rejected") })
+                .unwrap();
         assert_eq!(report.status, crate::facts::WithdrawalStatus::Failed);
         let other = ProviderRecord { order_id: Some("w-2".into()), ..record("Success") };
         assert_eq!(withdrawal_report(&notification, &other).unwrap_err().kind, RefusalKind::RecordMismatch);

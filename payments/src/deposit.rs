@@ -120,7 +120,9 @@ pub fn before_credit(fact: Option<&DepositFact>, credit: &Credit) -> Result<Opti
 
 fn credit_conflict(fact: &DepositFact, credit: &Credit) -> Refusal {
     let stored = match &fact.credit {
-        Some(stored) => format!("{} {} to {}", stored.currency.format(stored.amount), stored.currency.code, stored.account),
+        Some(stored) => {
+            format!("{} {} to {}", stored.currency.format(stored.amount), stored.currency.code, stored.account)
+        }
         None => "?".to_owned(),
     };
     Refusal::new(

@@ -59,8 +59,14 @@ mod tests {
     fn orders_replay_refuse_and_list_each_deposit_once() {
         let id = |text: &str| Id::parse(text).unwrap();
         let request = OrderRequest { id: id("o-1"), account: id("alice"), provider: "ccpayment".into() };
-        let account =
-            Account::new(id("alice"), Currency::new("USDT", 6), Overdraft::Limited(Amount::ZERO), Metadata::new(), 0, 1);
+        let account = Account::new(
+            id("alice"),
+            Currency::new("USDT", 6),
+            Overdraft::Limited(Amount::ZERO),
+            Metadata::new(),
+            0,
+            1,
+        );
         let order = created(&request, &account, 3);
         assert_eq!(before_create(Some(&order), &request), Ok(true));
         let other = OrderRequest { account: id("bob"), ..request.clone() };

@@ -228,7 +228,11 @@ pub fn unsupported_status(word: &str) -> Refusal {
 
 /// The answer to a report for a withdrawal of `provider` whose fact is final, if it is: such a
 /// report changes nothing and needs no look-up of the provider's record.
-pub fn answer_final(fact: Option<&WithdrawalFact>, provider: &str, reported: crate::deposit::Reported) -> Option<&'static str> {
+pub fn answer_final(
+    fact: Option<&WithdrawalFact>,
+    provider: &str,
+    reported: crate::deposit::Reported,
+) -> Option<&'static str> {
     use crate::deposit::Reported;
     let fact = fact.filter(|fact| fact.status.is_final() && fact.provider == provider)?;
     Some(match (fact.status, reported) {
@@ -301,7 +305,8 @@ mod tests {
     #[test]
     fn reports_move_forward_and_the_hold_is_the_truth() {
         let fact = created(&request("3.00"), &hold(), 9);
-        let processing = settle(&fact, "p", &report(WithdrawalStatus::Processing), TransferStatus::Pending, 10).unwrap();
+        let processing =
+            settle(&fact, "p", &report(WithdrawalStatus::Processing), TransferStatus::Pending, 10).unwrap();
         assert_eq!((processing.result, processing.action), ("recorded", None));
         let fact = processing.write.unwrap();
         let late = settle(&fact, "p", &report(WithdrawalStatus::WaitingApproval), TransferStatus::Pending, 11).unwrap();
@@ -316,9 +321,18 @@ mod tests {
         assert_eq!(duplicate.result, "duplicate");
         // Voided though the fact says pending: the hold wins.
         let pending = created(&request("3.00"), &hold(), 9);
-        let after_void = settle(&pending, "p", &report(WithdrawalStatus::Completed), TransferStatus::Voided, 14).unwrap();
-        assert_eq!((after_void.result, after_void.write.unwrap().status), ("success_after_failure", WithdrawalStatus::Failed));
-        assert_eq!(settle(&pending, "other", &report(WithdrawalStatus::Completed), TransferStatus::Pending, 1).unwrap_err().kind, RefusalKind::WithdrawalNotFound);
+        let after_void =
+            settle(&pending, "p", &report(WithdrawalStatus::Completed), TransferStatus::Voided, 14).unwrap();
+        assert_eq!(
+            (after_void.result, after_void.write.unwrap().status),
+            ("success_after_failure", WithdrawalStatus::Failed)
+        );
+        assert_eq!(
+            settle(&pending, "other", &report(WithdrawalStatus::Completed), TransferStatus::Pending, 1)
+                .unwrap_err()
+                .kind,
+            RefusalKind::WithdrawalNotFound
+        );
     }
 
     #[test]

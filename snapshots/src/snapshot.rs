@@ -47,6 +47,8 @@ pub const SNAPSHOT_FORMAT_VERSION: u8 = 1;
 /// Length of the header.
 pub const SNAPSHOT_HEADER_BYTES: usize = 59;
 const HEADER_CHECKED_BYTES: usize = SNAPSHOT_HEADER_BYTES - 4;
+// magic, version, then seq, accounts, transfers, created_at, body length, and two checksums.
+const _: () = assert!(SNAPSHOT_HEADER_BYTES == SNAPSHOT_MAGIC.len() + 1 + 5 * 8 + 2 * 4);
 const FILE_PREFIX: &str = "snap-";
 const FILE_SUFFIX: &str = ".snap";
 const TMP_SUFFIX: &str = ".tmp";

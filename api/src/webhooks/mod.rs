@@ -49,9 +49,9 @@ use std::time::{Duration, Instant};
 
 use actors::{AccountRequest, Clock, LedgerError, LedgerHandle};
 use bytes::Bytes;
-use http::{HeaderMap, StatusCode};
 use config::ProviderScheme;
 use engine::{Account, Amount, Currency, CurrencyTable, Id, Metadata, Overdraft, Rejection, Transfer, TransferRequest};
+use http::{HeaderMap, StatusCode};
 use payments::deposit::{self, Credit, Decision, Uncredited, UncreditedOutcome};
 use payments::order::{self, OrderRequest};
 use payments::withdrawal::{self, CreateRefusal, HoldAction, WithdrawalRequest};
@@ -124,7 +124,8 @@ impl From<Refused> for ApiError {
 
 /// The HTTP answer of a payment flow's refusal.
 fn refusal_error(refusal: &Refusal) -> ApiError {
-    let unprocessable = |code: ErrorCode| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, refusal.message.clone());
+    let unprocessable =
+        |code: ErrorCode| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, refusal.message.clone());
     match refusal.kind {
         RefusalKind::AccountNotFound => unprocessable(ErrorCode::AccountNotFound),
         RefusalKind::CurrencyMismatch => unprocessable(ErrorCode::CurrencyMismatch),
@@ -479,8 +480,8 @@ impl Webhooks {
 
     /// The fact of a withdrawal whose hold exists without it (a crash between the two).
     async fn repair_withdrawal(&self, provider: &str, id: Id) -> Result<WithdrawalFact, Refused> {
-        let transfer_id =
-            ids::withdrawal_transfer(provider, id.as_str()).map_err(|_| Refusal::internal("a withdrawal transfer id"))?;
+        let transfer_id = ids::withdrawal_transfer(provider, id.as_str())
+            .map_err(|_| Refusal::internal("a withdrawal transfer id"))?;
         let Some(hold) = self.existing_transfer(&transfer_id).await? else {
             return Err(Refusal::withdrawal_not_found(id.as_str()).into());
         };
@@ -579,7 +580,9 @@ impl Webhooks {
     async fn existing_account(&self, id: &Id) -> Result<Account, Refused> {
         match self.ledger.account(id).await {
             Ok(account) => Ok(account),
-            Err(LedgerError::Rejected(Rejection::AccountNotFound)) => Err(Refusal::account_not_found(id.as_str()).into()),
+            Err(LedgerError::Rejected(Rejection::AccountNotFound)) => {
+                Err(Refusal::account_not_found(id.as_str()).into())
+            }
             Err(error) => Err(error.into()),
         }
     }
@@ -638,7 +641,8 @@ impl Webhooks {
 
     /// The settlement account of `provider` in `currency`, created on first use.
     async fn settlement(&self, provider: &str, currency: &Currency) -> Result<Id, Refused> {
-        let id = ids::settlement_account(provider, currency).map_err(|_| Refusal::internal("a settlement account id"))?;
+        let id =
+            ids::settlement_account(provider, currency).map_err(|_| Refusal::internal("a settlement account id"))?;
         if self.settlements.lock().unwrap_or_else(std::sync::PoisonError::into_inner).contains(&id) {
             return Ok(id);
         }
@@ -675,7 +679,9 @@ impl Webhooks {
 /// The HTTP answer of a refused withdrawal request.
 fn create_refusal(refusal: CreateRefusal) -> ApiError {
     match refusal {
-        CreateRefusal::Conflict(message) => ApiError::rejection(Rejection::ExistsWithDifferentFields).with_message(message),
+        CreateRefusal::Conflict(message) => {
+            ApiError::rejection(Rejection::ExistsWithDifferentFields).with_message(message)
+        }
         CreateRefusal::InvalidAmount(error) => crate::http::json::amount_error("amount", &error),
         CreateRefusal::Internal(refusal) => Refused::from(refusal).error,
     }

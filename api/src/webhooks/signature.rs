@@ -17,10 +17,10 @@
 //! signature is checked before the timestamp's age, so that only a genuine delivery learns it
 //! is stale; nothing of the body is parsed here.
 
-use http::HeaderMap;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use hmac::{Hmac, Mac};
+use http::HeaderMap;
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
