@@ -39,11 +39,6 @@ pub struct Account {
     pub version: u64,
     /// Log sequence of the last change applied to the account (its read barrier).
     pub last_seq: u64,
-    /// The transfers that debit or credit the account: (creation sequence, transfer id),
-    /// ascending. Derived from the transfers, so snapshots leave it out and rebuild it
-    /// ([`Account::record_transfer`] keeps it while the log is applied).
-    #[serde(skip)]
-    pub history: Vec<(u64, Id)>,
 }
 
 impl Account {
@@ -69,7 +64,6 @@ impl Account {
             created_at_ms,
             version: 1,
             last_seq: seq,
-            history: Vec::new(),
         }
     }
 
@@ -93,38 +87,6 @@ impl Account {
                 self.available().minor_units() + limit.minor_units() >= extra_debits.minor_units()
             }
         }
-    }
-
-    /// A copy of the account without its history, to hand out in answers: the history of a
-    /// busy account is long, and answers about the account do not need it.
-    pub fn without_history(&self) -> Account {
-        Account {
-            id: self.id.clone(),
-            currency: self.currency.clone(),
-            debits_posted: self.debits_posted,
-            credits_posted: self.credits_posted,
-            pending_debits: self.pending_debits,
-            pending_credits: self.pending_credits,
-            overdraft: self.overdraft,
-            frozen: self.frozen,
-            metadata: self.metadata.clone(),
-            created_at_ms: self.created_at_ms,
-            version: self.version,
-            last_seq: self.last_seq,
-            history: Vec::new(),
-        }
-    }
-
-    /// Adds the transfer created at `seq` to the account's history, keeping it ascending: the
-    /// two sides of transfers may be applied slightly out of sequence order, but almost every
-    /// entry is an append, so the end is looked at first rather than binary-searching.
-    pub fn record_transfer(&mut self, seq: u64, transfer: Id) {
-        if self.history.last().is_none_or(|(last, _)| *last < seq) {
-            self.history.push((seq, transfer));
-            return;
-        }
-        let position = self.history.partition_point(|(existing, _)| *existing < seq);
-        self.history.insert(position, (seq, transfer));
     }
 
     /// Records one applied change at log sequence `seq`.

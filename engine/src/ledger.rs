@@ -300,23 +300,34 @@ pub fn apply_to_transfers(transfers: &mut IdMap<Arc<Transfer>>, seq: u64, record
 
 /// The post, void or expiry of a stored pending transfer (checked by the caller).
 fn change_stored_transfer(transfers: &mut IdMap<Arc<Transfer>>, seq: u64, record: &Record) {
-    let (id, status, posted_amount) = match record {
-        Record::PostPending { transfer, posted_amount, .. } => (transfer, TransferStatus::Posted, Some(*posted_amount)),
-        Record::VoidPending { transfer, .. } => (transfer, TransferStatus::Voided, None),
-        Record::ExpirePending { transfer, .. } => (transfer, TransferStatus::Expired, None),
+    let Some(id) = record.transfer() else { return };
+    let stored = transfers.get_mut(id).expect("checked: the transfer exists and is pending");
+    if let Some(changed) = changed_transfer(stored, seq, record) {
+        *stored = Arc::new(changed);
+    }
+}
+
+/// The hold `stored` after the post, void or expiry `record` at `seq`; `None` for any other
+/// record.
+pub fn changed_transfer(stored: &Transfer, seq: u64, record: &Record) -> Option<Transfer> {
+    let (status, posted_amount) = match record {
+        Record::PostPending { posted_amount, .. } => (TransferStatus::Posted, Some(*posted_amount)),
+        Record::VoidPending { .. } => (TransferStatus::Voided, None),
+        Record::ExpirePending { .. } => (TransferStatus::Expired, None),
         Record::CreateAccount { .. }
         | Record::SetFrozen { .. }
         | Record::External { .. }
         | Record::CreateTransfer { .. } => {
-            return;
+            return None;
         }
     };
-    let stored = Arc::make_mut(transfers.get_mut(id).expect("checked: the transfer exists and is pending"));
-    stored.status = status;
+    let mut changed = stored.clone();
+    changed.status = status;
     if let Some(posted_amount) = posted_amount {
-        stored.posted_amount = posted_amount;
+        changed.posted_amount = posted_amount;
     }
-    stored.last_seq = seq;
+    changed.last_seq = seq;
+    Some(changed)
 }
 
 /// A broken invariant of the contract (API.md §7).
@@ -334,6 +345,8 @@ pub enum InvariantViolation {
     CurrencyMismatch { transfer: Id },
     #[error("transfer {transfer} moves money from an account to itself")]
     SameAccount { transfer: Id },
+    #[error("transfer {transfer} is kept as an open hold but is not pending")]
+    NotPending { transfer: Id },
 }
 
 fn missing_account(seq: u64, account: &Id) -> ApplyError {
@@ -349,22 +362,40 @@ pub enum TransferDecision {
     New(Record),
 }
 
-/// The whole ledger: what replaying the log from empty gives.
+/// What stays in memory of the ledger, and what replaying the log from empty gives of it: the
+/// accounts and the open holds (pending transfers). Every other stored transfer and the
+/// payment facts live in the history on disk (the `history` crate), derived from the same log.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Ledger {
     pub accounts: IdMap<Account>,
-    /// Shared, so that an answer can hand a transfer out without copying it; changed with
-    /// `Arc::make_mut`.
-    pub transfers: IdMap<Arc<Transfer>>,
-    /// Webhook and deposit bookkeeping, by (kind, key): the latest payload.
-    pub external: BTreeMap<(String, String), Vec<u8>>,
+    /// The pending transfers, by id. Shared, so that an answer can hand one out without
+    /// copying it.
+    pub open_holds: IdMap<Arc<Transfer>>,
     /// Sequence of the last applied record (0 = empty).
     pub last_seq: u64,
 }
 
+/// Checks that the part of `record` that concerns its transfer applies to `open_holds`: a
+/// creation does not name an open hold, a post, void or expiry names one.
+pub fn check_hold_change(open_holds: &IdMap<Arc<Transfer>>, seq: u64, record: &Record) -> Result<(), ApplyError> {
+    match record {
+        Record::CreateTransfer { id, .. } if open_holds.contains_key(id) => {
+            Err(ApplyError::DuplicateTransfer { seq, transfer: id.clone() })
+        }
+        Record::PostPending { transfer, .. }
+        | Record::VoidPending { transfer, .. }
+        | Record::ExpirePending { transfer, .. }
+            if !open_holds.contains_key(transfer) =>
+        {
+            Err(ApplyError::NotPending { seq, transfer: transfer.clone() })
+        }
+        _ => Ok(()),
+    }
+}
+
 impl Ledger {
     /// Applies one record at `seq`, which must follow the last applied one. A refused record
-    /// leaves the ledger unchanged.
+    /// leaves the ledger unchanged. `External` records (payment facts) change nothing here.
     pub fn apply(&mut self, seq: u64, record: &Record) -> Result<(), ApplyError> {
         if seq != self.last_seq + 1 {
             return Err(ApplyError::OutOfOrder { seq, last: self.last_seq });
@@ -381,9 +412,7 @@ impl Ledger {
                 let stored = self.accounts.get_mut(account).ok_or_else(|| missing_account(seq, account))?;
                 apply_to_account(stored, Side::Debit, seq, record)?;
             }
-            Record::External { kind, key, payload } => {
-                self.external.insert((kind.clone(), key.clone()), payload.clone());
-            }
+            Record::External { .. } => {}
             Record::CreateTransfer { debit_account, credit_account, .. }
             | Record::PostPending { debit_account, credit_account, .. }
             | Record::VoidPending { debit_account, credit_account, .. }
@@ -398,7 +427,7 @@ impl Ledger {
                 let credit = credit.ok_or_else(|| missing_account(seq, credit_account))?;
                 let debit_change = account_change(debit, Side::Debit, seq, record)?;
                 let credit_change = account_change(credit, Side::Credit, seq, record)?;
-                check_transfer_change(&self.transfers, seq, record)?;
+                check_hold_change(&self.open_holds, seq, record)?;
                 if let Some(change) = debit_change {
                     change.commit(debit, seq);
                 }
@@ -406,16 +435,18 @@ impl Ledger {
                     change.commit(credit, seq);
                 }
                 match transfer_from_record(seq, record) {
-                    Some(mut transfer) => {
+                    Some(mut transfer) if transfer.pending => {
                         // Share the accounts' allocations instead of keeping the record's.
                         transfer.debit_account = debit.id.clone();
                         transfer.credit_account = credit.id.clone();
                         transfer.currency = debit.currency.clone();
-                        debit.record_transfer(seq, transfer.id.clone());
-                        credit.record_transfer(seq, transfer.id.clone());
-                        self.transfers.insert(transfer.id.clone(), Arc::new(transfer));
+                        self.open_holds.insert(transfer.id.clone(), Arc::new(transfer));
                     }
-                    None => change_stored_transfer(&mut self.transfers, seq, record),
+                    Some(_) => {}
+                    None => {
+                        let id = record.transfer().expect("a hold's change names its transfer");
+                        self.open_holds.remove(id);
+                    }
                 }
             }
         }
@@ -424,9 +455,15 @@ impl Ledger {
     }
 
     /// The reference decision on a transfer request at `now_ms`, using the same rules as the
-    /// live conversation (with nothing in flight).
-    pub fn create_transfer(&self, request: &TransferRequest, now_ms: i64) -> Result<TransferDecision, Rejection> {
-        if let rules::FirstChecks::Replay(stored) = rules::first_checks(self.transfers.get(&request.id), request)? {
+    /// live conversation (with nothing in flight). `stored`: the transfer with the request's
+    /// id, if one exists (an open hold, or one the caller keeps).
+    pub fn create_transfer(
+        &self,
+        request: &TransferRequest,
+        stored: Option<&Arc<Transfer>>,
+        now_ms: i64,
+    ) -> Result<TransferDecision, Rejection> {
+        if let rules::FirstChecks::Replay(stored) = rules::first_checks(stored, request)? {
             return Ok(TransferDecision::Replay(stored));
         }
         let debit = self.accounts.get(&request.debit_account).ok_or(Rejection::DebitAccountNotFound)?;
@@ -437,9 +474,15 @@ impl Ledger {
         Ok(TransferDecision::New(transfer_record(request, amount, credit, now_ms)))
     }
 
-    /// The reference decision on posting a pending transfer: `Ok(None)` is an idempotent replay.
-    pub fn post(&self, id: &Id, amount: Option<&WrittenAmount>, now_ms: i64) -> Result<Option<Record>, Rejection> {
-        let transfer = self.transfers.get(id).ok_or(Rejection::TransferNotFound)?;
+    /// The reference decision on posting the transfer `stored` (`None`: no such transfer):
+    /// `Ok(None)` is an idempotent replay.
+    pub fn post(
+        &self,
+        stored: Option<&Arc<Transfer>>,
+        amount: Option<&WrittenAmount>,
+        now_ms: i64,
+    ) -> Result<Option<Record>, Rejection> {
+        let transfer = stored.ok_or(Rejection::TransferNotFound)?;
         match rules::check_post(transfer, amount, now_ms)? {
             PostOutcome::Replay => Ok(None),
             PostOutcome::Apply { posted_amount } => {
@@ -448,7 +491,7 @@ impl Ledger {
                     return Err(Rejection::AccountFrozen);
                 }
                 Ok(Some(Record::PostPending {
-                    transfer: id.clone(),
+                    transfer: transfer.id.clone(),
                     debit_account: transfer.debit_account.clone(),
                     credit_account: transfer.credit_account.clone(),
                     pending_amount: transfer.amount,
@@ -458,14 +501,15 @@ impl Ledger {
         }
     }
 
-    /// The reference decision on voiding a pending transfer: `Ok(None)` is an idempotent replay.
-    pub fn void(&self, id: &Id, now_ms: i64) -> Result<Option<Record>, Rejection> {
-        let transfer = self.transfers.get(id).ok_or(Rejection::TransferNotFound)?;
+    /// The reference decision on voiding the transfer `stored`: `Ok(None)` is an idempotent
+    /// replay.
+    pub fn void(&self, stored: Option<&Arc<Transfer>>, now_ms: i64) -> Result<Option<Record>, Rejection> {
+        let transfer = stored.ok_or(Rejection::TransferNotFound)?;
         if !rules::check_void(transfer, now_ms)? {
             return Ok(None);
         }
         Ok(Some(Record::VoidPending {
-            transfer: id.clone(),
+            transfer: transfer.id.clone(),
             debit_account: transfer.debit_account.clone(),
             credit_account: transfer.credit_account.clone(),
             pending_amount: transfer.amount,
@@ -475,7 +519,7 @@ impl Ledger {
     /// Expiry records for every hold whose deadline is at or before `now_ms`, in id order.
     pub fn expire(&self, now_ms: i64) -> Vec<Record> {
         let mut due: Vec<&Transfer> = self
-            .transfers
+            .open_holds
             .values()
             .map(|transfer| &**transfer)
             .filter(|transfer| rules::is_expired(transfer, now_ms))
@@ -486,19 +530,30 @@ impl Ledger {
 
     /// Checks every invariant of the contract; the first broken one is returned: per
     /// currency the balances sum to zero, no account is below its overdraft limit, pending
-    /// totals equal the sums of the open holds, and holds name existing accounts. (Every
-    /// transfer naming existing accounts is kept by `apply`, and checked for a snapshot by
-    /// [`Ledger::rebuild_histories`].)
+    /// totals equal the sums of the open holds, and every open hold is pending, between two
+    /// existing, different accounts of its currency.
     pub fn check_invariants(&self) -> Result<(), InvariantViolation> {
         let mut sums: BTreeMap<&str, ExactSum> = BTreeMap::new();
         let mut held: HashMap<&Id, (Amount, Amount), ahash::RandomState> = HashMap::default();
-        for transfer in self.transfers.values().filter(|transfer| transfer.status == TransferStatus::Pending) {
+        for transfer in self.open_holds.values() {
+            if transfer.status != TransferStatus::Pending {
+                return Err(InvariantViolation::NotPending { transfer: transfer.id.clone() });
+            }
+            if transfer.debit_account == transfer.credit_account {
+                return Err(InvariantViolation::SameAccount { transfer: transfer.id.clone() });
+            }
             for account in [&transfer.debit_account, &transfer.credit_account] {
-                if !self.accounts.contains_key(account) {
-                    return Err(InvariantViolation::DanglingTransfer {
-                        transfer: transfer.id.clone(),
-                        account: account.clone(),
-                    });
+                match self.accounts.get(account) {
+                    None => {
+                        return Err(InvariantViolation::DanglingTransfer {
+                            transfer: transfer.id.clone(),
+                            account: account.clone(),
+                        });
+                    }
+                    Some(stored) if stored.currency != transfer.currency => {
+                        return Err(InvariantViolation::CurrencyMismatch { transfer: transfer.id.clone() });
+                    }
+                    Some(_) => {}
                 }
             }
             // Open holds of one account sum to at most its bounded pending total; a sum past
@@ -541,39 +596,23 @@ impl Ledger {
         }
         Ok(())
     }
+}
 
-    /// Rebuilds every account's history from the transfers (after loading a snapshot, which
-    /// does not store it), sharing the accounts' ids and currency in the transfers. Fails on a
-    /// transfer that names a missing account or another currency.
-    pub fn rebuild_histories(&mut self) -> Result<(), InvariantViolation> {
-        for account in self.accounts.values_mut() {
-            account.history.clear();
-        }
-        for transfer in self.transfers.values_mut() {
-            if transfer.debit_account == transfer.credit_account {
-                return Err(InvariantViolation::SameAccount { transfer: transfer.id.clone() });
-            }
-            let [debit, credit] = self.accounts.get_disjoint_mut([&transfer.debit_account, &transfer.credit_account]);
-            let dangling = |account: &Id| InvariantViolation::DanglingTransfer {
-                transfer: transfer.id.clone(),
-                account: account.clone(),
-            };
-            let debit = debit.ok_or_else(|| dangling(&transfer.debit_account))?;
-            let credit = credit.ok_or_else(|| dangling(&transfer.credit_account))?;
-            if debit.currency != transfer.currency || credit.currency != transfer.currency {
-                return Err(InvariantViolation::CurrencyMismatch { transfer: transfer.id.clone() });
-            }
-            debit.history.push((transfer.seq, transfer.id.clone()));
-            credit.history.push((transfer.seq, transfer.id.clone()));
-            let shared = Arc::make_mut(transfer);
-            shared.debit_account = debit.id.clone();
-            shared.credit_account = credit.id.clone();
-            shared.currency = debit.currency.clone();
-        }
-        for account in self.accounts.values_mut() {
-            account.history.sort_unstable_by_key(|(seq, _)| *seq);
-        }
-        Ok(())
+/// Every transfer ever stored, in memory, kept by [`apply_to_transfers`]: the reference that
+/// tests and small tools use next to a [`Ledger`]. (The server keeps them in the history.)
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TransferBook {
+    pub transfers: IdMap<Arc<Transfer>>,
+}
+
+impl TransferBook {
+    /// Applies the part of `record` that concerns its transfer.
+    pub fn apply(&mut self, seq: u64, record: &Record) -> Result<(), ApplyError> {
+        apply_to_transfers(&mut self.transfers, seq, record)
+    }
+
+    pub fn get(&self, id: &Id) -> Option<&Arc<Transfer>> {
+        self.transfers.get(id)
     }
 }
 

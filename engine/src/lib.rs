@@ -18,7 +18,7 @@ pub mod transfer;
 pub use account::{Account, Metadata, Overdraft};
 pub use amount::{Amount, AmountError, Currency, CurrencyTable, WrittenAmount};
 pub use id::{Id, IdError, IdMap, IdSet};
-pub use ledger::{ApplyError, InvariantViolation, Ledger, Side, TransferDecision};
+pub use ledger::{ApplyError, InvariantViolation, Ledger, Side, TransferBook, TransferDecision};
 pub use record::{DecodeError, Group, Record};
 pub use rejection::Rejection;
 pub use transfer::{Transfer, TransferRequest, TransferStatus};

@@ -9,7 +9,9 @@
 use std::collections::BTreeMap;
 
 use engine::ledger::TransferDecision;
-use engine::{Amount, Currency, Id, Ledger, Overdraft, Record, Rejection, TransferRequest, WrittenAmount};
+use engine::{
+    Amount, Currency, Id, Ledger, Overdraft, Record, Rejection, TransferBook, TransferRequest, WrittenAmount,
+};
 use proptest::prelude::*;
 
 const ACCOUNTS: [&str; 4] = ["a", "b", "c", "d"];
@@ -93,18 +95,29 @@ fn written(value: i64) -> WrittenAmount {
     WrittenAmount::from_minor_units(u128::try_from(value).unwrap(), 2)
 }
 
-fn apply_logged(ledger: &mut Ledger, log: &mut Vec<Record>, record: Record) {
-    let seq = ledger.last_seq + 1;
-    ledger.apply(seq, &record).expect("a decided record applies");
+/// The ledger (accounts and open holds) and the book of every transfer, as the server keeps
+/// them in memory and in its history.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct State {
+    ledger: Ledger,
+    book: TransferBook,
+}
+
+fn apply_logged(state: &mut State, log: &mut Vec<Record>, record: Record) {
+    let seq = state.ledger.last_seq + 1;
+    state.ledger.apply(seq, &record).expect("a decided record applies");
+    state.book.apply(seq, &record).expect("a decided record applies to the book");
     log.push(record);
 }
 
-fn replay(log: &[Record]) -> Ledger {
-    let mut ledger = Ledger::default();
+fn replay(log: &[Record]) -> State {
+    let mut state = State::default();
     for (index, record) in log.iter().enumerate() {
-        ledger.apply(u64::try_from(index).unwrap() + 1, record).expect("the log replays");
+        let seq = u64::try_from(index).unwrap() + 1;
+        state.ledger.apply(seq, record).expect("the log replays");
+        state.book.apply(seq, record).expect("the log replays into the book");
     }
-    ledger
+    state
 }
 
 proptest! {
@@ -113,13 +126,13 @@ proptest! {
     #[test]
     fn engine_agrees_with_the_model(operations in proptest::collection::vec(operation(), 1..60)) {
         let usd = Currency::new("USD", 2);
-        let mut ledger = Ledger::default();
+        let mut state = State::default();
         let mut log = Vec::new();
         let mut model = Model::default();
         let mut now_ms = 1_000_000_i64;
         for (index, name) in ACCOUNTS.iter().enumerate() {
             let overdraft = if index == 0 { Overdraft::Unlimited } else { Overdraft::Limited(Amount::ZERO) };
-            apply_logged(&mut ledger, &mut log, Record::CreateAccount {
+            apply_logged(&mut state, &mut log, Record::CreateAccount {
                 id: id(name), currency: usd.clone(), overdraft, metadata: Default::default(), created_at_ms: now_ms,
             });
         }
@@ -151,7 +164,7 @@ proptest! {
                         None if !model.may_spend(debit, amount) => Err(Rejection::InsufficientFunds),
                         None => Ok(true),
                     };
-                    let actual = ledger.create_transfer(&request, now_ms);
+                    let actual = state.ledger.create_transfer(&request, state.book.get(&request.id), now_ms);
                     // Timeout differences on replays are compared through the stored transfer.
                     match (&expected, &actual) {
                         (Ok(true), Ok(TransferDecision::New(record))) => {
@@ -163,7 +176,7 @@ proptest! {
                                 *model.posted.entry(debit).or_default() -= amount;
                                 *model.posted.entry(credit).or_default() += amount;
                             }
-                            apply_logged(&mut ledger, &mut log, record.clone());
+                            apply_logged(&mut state, &mut log, record.clone());
                         }
                         (Ok(false), Ok(TransferDecision::Replay(_))) => {}
                         (Err(expected), Err(actual)) => prop_assert_eq!(expected, actual),
@@ -173,13 +186,13 @@ proptest! {
                             prop_assert!(stored.matches(&request));
                         }
                         (Ok(false), Err(Rejection::ExistsWithDifferentFields)) => {
-                            prop_assert!(!ledger.transfers[&request.id].matches(&request));
+                            prop_assert!(!state.book.transfers[&request.id].matches(&request));
                         }
                         _ => prop_assert!(false, "model {:?} vs engine {:?}", expected, actual),
                     }
                 }
                 Operation::Post { id: number, cents: amount } => {
-                    let actual = ledger.post(&id(&format!("t{number}")), amount.map(written).as_ref(), now_ms);
+                    let actual = state.ledger.post(state.book.get(&id(&format!("t{number}"))), amount.map(written).as_ref(), now_ms);
                     let expected = match model.transfers.get(&number).copied() {
                         None => Err(Rejection::TransferNotFound),
                         Some(ModelTransfer { status: Status::Posted, pending: false, .. }) => Err(Rejection::TransferNotPending),
@@ -197,7 +210,7 @@ proptest! {
                             *model.posted.entry(stored.debit).or_default() -= posted;
                             *model.posted.entry(stored.credit).or_default() += posted;
                             model.transfers.get_mut(&number).unwrap().status = Status::Posted;
-                            apply_logged(&mut ledger, &mut log, record);
+                            apply_logged(&mut state, &mut log, record);
                         }
                         (Ok(None), Ok(None)) => {}
                         // A re-post naming a different amount than was posted.
@@ -207,7 +220,7 @@ proptest! {
                     }
                 }
                 Operation::Void { id: number } => {
-                    let actual = ledger.void(&id(&format!("t{number}")), now_ms);
+                    let actual = state.ledger.void(state.book.get(&id(&format!("t{number}"))), now_ms);
                     let expected = match model.transfers.get(&number).copied() {
                         None => Err(Rejection::TransferNotFound),
                         Some(ModelTransfer { status: Status::Posted, pending: false, .. }) => Err(Rejection::TransferNotPending),
@@ -220,7 +233,7 @@ proptest! {
                     match (expected, actual) {
                         (Ok(true), Ok(Some(record))) => {
                             model.transfers.get_mut(&number).unwrap().status = Status::Voided;
-                            apply_logged(&mut ledger, &mut log, record);
+                            apply_logged(&mut state, &mut log, record);
                         }
                         (Ok(false), Ok(None)) => {}
                         (Err(expected), Err(actual)) => prop_assert_eq!(expected, actual),
@@ -229,12 +242,12 @@ proptest! {
                 }
                 Operation::Freeze { account, frozen } => {
                     model.frozen[account] = frozen;
-                    apply_logged(&mut ledger, &mut log, Record::SetFrozen { account: id(ACCOUNTS[account]), frozen });
+                    apply_logged(&mut state, &mut log, Record::SetFrozen { account: id(ACCOUNTS[account]), frozen });
                 }
                 Operation::AdvanceSeconds(seconds) => {
                     now_ms += seconds * 1000;
-                    for record in ledger.expire(now_ms) {
-                        apply_logged(&mut ledger, &mut log, record);
+                    for record in state.ledger.expire(now_ms) {
+                        apply_logged(&mut state, &mut log, record);
                     }
                     for stored in model.transfers.values_mut() {
                         if stored.status == Status::Pending && stored.deadline_ms.is_some_and(|deadline| now_ms >= deadline) {
@@ -243,17 +256,20 @@ proptest! {
                     }
                 }
                 Operation::Restart => {
-                    prop_assert_eq!(&replay(&log), &ledger);
+                    prop_assert_eq!(&replay(&log), &state);
                 }
             }
-            ledger.check_invariants().map_err(|violation| TestCaseError::fail(violation.to_string()))?;
+            state.ledger.check_invariants().map_err(|violation| TestCaseError::fail(violation.to_string()))?;
+            // The open holds are exactly the book's pending transfers.
+            let pending = state.book.transfers.values().filter(|transfer| transfer.status == engine::TransferStatus::Pending).count();
+            prop_assert_eq!(pending, state.ledger.open_holds.len());
             for (index, name) in ACCOUNTS.iter().enumerate() {
-                let account = &ledger.accounts[&id(name)];
+                let account = &state.ledger.accounts[&id(name)];
                 prop_assert_eq!(account.balance(), cents(model.posted.get(&index).copied().unwrap_or(0)), "balance of {}", name);
                 prop_assert_eq!(account.pending_debits, cents(model.held_debits(index)), "pending debits of {}", name);
                 prop_assert_eq!(account.frozen, model.frozen[index]);
             }
         }
-        prop_assert_eq!(&replay(&log), &ledger);
+        prop_assert_eq!(&replay(&log), &state);
     }
 }

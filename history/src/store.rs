@@ -1,0 +1,1647 @@
+//! [`History`]: the store, its memory, its checkpoints and its reads.
+//!
+//! Records are ingested in log order into the active *memtable* (in memory, readable at once).
+//! A checkpoint freezes the memtable and, on the checkpoint thread, appends it to the files,
+//! writes the new index run and heads, applies the status changes of older holds in place,
+//! syncs everything and then the manifest, whose watermark is the last sequence it covers.
+//! Readers see the active memtable, the frozen one being written, and the files. A merge
+//! thread folds index runs of similar size together.
+//!
+//! Memory: the accounts' directory and heads (proportional to the accounts), the memtables
+//! (bounded by the checkpoint thresholds: ingesting waits when a frozen memtable is still
+//! being written and the active one has reached twice the threshold), each run's filter and
+//! fences and the page index (≈ 1.8 bytes per stored transfer), and the page cache (bounded
+//! by its setting).
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::hash::Hasher as _;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use engine::ledger::transfer_from_record;
+use engine::{Amount, Currency, Id, IdMap, Record, Transfer, TransferStatus};
+
+use crate::cache::PageCache;
+use crate::format::{
+    AccountEntry, FRAME_HEADER_BYTES, FactEntry, FormatError, Manifest, PAGE_BYTES, RECORDS_PER_PAGE, RunName,
+    TRANSFER_RECORD_BYTES, TransferRecord, TransferStrings, decode_frame, decode_heads, encode_heads, frame_len,
+    push_frame,
+};
+use crate::run::{self, Run, RunError};
+
+/// Name of the history's directory inside the data directory.
+pub const HISTORY_DIR_NAME: &str = "history";
+const MANIFEST_NAME: &str = "MANIFEST";
+const TRANSFERS_NAME: &str = "transfers.dat";
+const STRINGS_NAME: &str = "strings.dat";
+const ACCOUNTS_NAME: &str = "accounts.dat";
+const FACTS_NAME: &str = "facts.dat";
+const PAGES_NAME: &str = "pages.idx";
+/// Page-cache ids of the history's own files (runs use [`run::cache_file_of`]).
+const TRANSFERS_CACHE: u64 = 1;
+const STRINGS_CACHE: u64 = 2;
+const FACTS_CACHE: u64 = 3;
+/// Runs of one size tier merged together once there are this many.
+const MERGE_FAN_IN: usize = 4;
+/// Two runs are of one tier when the larger is at most this many times the smaller.
+const TIER_RATIO: u64 = 3;
+
+/// How the history is sized and paced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HistorySettings {
+    /// Bytes of the page cache.
+    pub cache_bytes: u64,
+    /// A checkpoint starts once this many records were ingested since the last one...
+    pub checkpoint_records: usize,
+    /// ...or this long after the last one, when anything was ingested since.
+    pub checkpoint_interval_ms: u64,
+}
+
+impl Default for HistorySettings {
+    fn default() -> Self {
+        HistorySettings { cache_bytes: 64 << 20, checkpoint_records: 262_144, checkpoint_interval_ms: 1_000 }
+    }
+}
+
+/// What went wrong with the history.
+#[derive(Debug, thiserror::Error)]
+pub enum HistoryError {
+    #[error("history at {path}: {action}: {source}")]
+    Io { path: PathBuf, action: &'static str, source: std::io::Error },
+    #[error("history at {path} is damaged: {reason}")]
+    Damaged { path: PathBuf, reason: String },
+    #[error(transparent)]
+    Run(#[from] RunError),
+    #[error("history: record {seq} cannot be ingested: {reason}")]
+    Ingest { seq: u64, reason: String },
+    #[error("history: records must arrive in order: expected seq {expected}, got {found}")]
+    OutOfOrder { expected: u64, found: u64 },
+    #[error("history: a checkpoint failed earlier ({0}); restart to recover from the log")]
+    Failed(String),
+}
+
+impl HistoryError {
+    /// Whether the files are damaged (as opposed to an IO failure or a bad input).
+    pub fn is_damage(&self) -> bool {
+        matches!(self, HistoryError::Damaged { .. } | HistoryError::Run(RunError::Damaged { .. }))
+    }
+}
+
+fn io_error<'a>(path: &'a Path, action: &'static str) -> impl FnOnce(std::io::Error) -> HistoryError + 'a {
+    move |source| HistoryError::Io { path: path.to_owned(), action, source }
+}
+
+fn damaged(path: &Path, reason: impl Into<String>) -> HistoryError {
+    HistoryError::Damaged { path: path.to_owned(), reason: reason.into() }
+}
+
+fn format_damage(path: &Path, what: &str, error: &FormatError) -> HistoryError {
+    damaged(path, format!("{what}: {error}"))
+}
+
+/// A page of an account's history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountPage {
+    /// Newest first.
+    pub transfers: Vec<Arc<Transfer>>,
+    /// The creation sequence of the last transfer of the page, when there are more.
+    pub next: Option<u64>,
+}
+
+/// Figures of the history, for metrics and tools.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct HistoryStats {
+    pub transfers: u64,
+    pub accounts: u64,
+    pub ingested_seq: u64,
+    pub durable_seq: u64,
+    pub transfer_runs: usize,
+    /// Records in the memtables (not yet in the files).
+    pub memtable_records: usize,
+    /// Bytes of filters, fences and page index held in memory.
+    pub index_memory_bytes: usize,
+    pub cached_pages: usize,
+}
+
+// ---------------------------------------------------------------------------------------------
+// In-memory state
+// ---------------------------------------------------------------------------------------------
+
+/// A transfer not yet in the files.
+#[derive(Debug, Clone)]
+struct MemTransfer {
+    transfer: Arc<Transfer>,
+    debit: u32,
+    credit: u32,
+    previous_of_debit: u64,
+    previous_of_credit: u64,
+    fingerprint: u64,
+}
+
+/// A status change of a hold that is in the files already (applied in place at the next
+/// checkpoint).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Change {
+    status: TransferStatus,
+    posted_amount: Amount,
+    last_seq: u64,
+}
+
+/// What was ingested since the last freeze.
+#[derive(Debug, Default)]
+struct Memtable {
+    first_ordinal: u64,
+    transfers: Vec<MemTransfer>,
+    by_id: IdMap<u64>,
+    changes: HashMap<u64, Change, ahash::RandomState>,
+    facts: HashMap<(String, String), Arc<FactEntry>, ahash::RandomState>,
+    /// Sequence of the last record ingested (all up to it are in this memtable or older parts).
+    last_seq: u64,
+    records: usize,
+}
+
+impl Memtable {
+    fn new(first_ordinal: u64, last_seq: u64) -> Memtable {
+        Memtable { first_ordinal, last_seq, ..Memtable::default() }
+    }
+
+    fn end_ordinal(&self) -> u64 {
+        self.first_ordinal + u64::try_from(self.transfers.len()).expect("fits")
+    }
+
+    fn get(&self, ordinal: u64) -> Option<&MemTransfer> {
+        let index = ordinal.checked_sub(self.first_ordinal)?;
+        self.transfers.get(usize::try_from(index).ok()?)
+    }
+}
+
+/// One account of the directory.
+#[derive(Debug, Clone)]
+struct AccountInfo {
+    id: Id,
+    currency: Currency,
+}
+
+/// What is in the files, as readers may use it.
+#[derive(Debug, Default, Clone)]
+struct DiskView {
+    transfers: u64,
+    strings_bytes: u64,
+    facts_bytes: u64,
+    transfer_runs: Vec<Arc<Run>>,
+    fact_runs: Vec<Arc<Run>>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    active: Memtable,
+    frozen: Option<Arc<Memtable>>,
+    disk: DiskView,
+    /// Per account ordinal: ordinal + 1 of its newest transfer (0: none), as ingested.
+    heads: Vec<u64>,
+    accounts: Vec<AccountInfo>,
+    account_ordinals: IdMap<u32>,
+    /// Creation sequence of the first record of each page of `transfers.dat` on disk.
+    page_seqs: Vec<u64>,
+}
+
+/// What the checkpoint thread is asked to write.
+struct Frozen {
+    memtable: Arc<Memtable>,
+    heads: Vec<u64>,
+    accounts_end: u64,
+}
+
+struct CheckpointQueue {
+    pending: Option<Frozen>,
+    /// The checkpoint thread is writing one.
+    busy: bool,
+    stop: bool,
+    failed: Option<String>,
+    /// Checkpoints completed (for waiters).
+    completed: u64,
+}
+
+struct Files {
+    transfers: File,
+    strings: File,
+    accounts: File,
+    facts: File,
+    pages: File,
+}
+
+struct Inner {
+    dir: PathBuf,
+    settings: HistorySettings,
+    keys: [u64; 2],
+    cache: PageCache,
+    files: Files,
+    state: RwLock<State>,
+    /// Held for reads of `transfers.dat` pages (shared) and for in-place writes (exclusive).
+    records_lock: RwLock<()>,
+    /// The manifest as last written; held while one is written.
+    manifest: Mutex<Manifest>,
+    queue: Mutex<CheckpointQueue>,
+    queue_changed: Condvar,
+    ingested: AtomicU64,
+    durable: AtomicU64,
+    ingested_watch: tokio::sync::watch::Sender<u64>,
+    last_checkpoint: Mutex<Instant>,
+    merge_wanted: (Mutex<bool>, Condvar),
+}
+
+/// The history of one data directory. Clones share it.
+#[derive(Clone)]
+pub struct History {
+    inner: Arc<Inner>,
+}
+
+/// The threads of an open history. [`History::close`] writes what was ingested and stops
+/// them; dropping this stops them after the checkpoint in progress, writing nothing more (as a
+/// crash would, which is what tests use it for).
+pub struct HistoryThreads {
+    history: History,
+    checkpoint: Option<JoinHandle<()>>,
+    merge: Option<JoinHandle<()>>,
+}
+
+impl Drop for HistoryThreads {
+    fn drop(&mut self) {
+        self.history.stop_threads();
+        for thread in [self.checkpoint.take(), self.merge.take()].into_iter().flatten() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl std::fmt::Debug for History {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("History")
+            .field("dir", &self.inner.dir)
+            .field("ingested_seq", &self.ingested_seq())
+            .field("durable_seq", &self.durable_seq())
+            .finish()
+    }
+}
+
+fn read_lock<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn write_lock<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// fsyncs a directory, so that the entries created in it survive a power loss.
+pub fn sync_dir(path: &Path) -> std::io::Result<()> {
+    File::open(path)?.sync_all()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Opening
+// ---------------------------------------------------------------------------------------------
+
+impl History {
+    /// `<data_dir>/history`.
+    pub fn dir_of(data_dir: &Path) -> PathBuf {
+        data_dir.join(HISTORY_DIR_NAME)
+    }
+
+    /// Whether `data_dir` has a history (a manifest).
+    pub fn exists(data_dir: &Path) -> bool {
+        Self::dir_of(data_dir).join(MANIFEST_NAME).exists()
+    }
+
+    /// Opens the history of `data_dir` (creating an empty one when there is none) and starts its
+    /// checkpoint and merge threads. Checks the manifest, the files' lengths, the directory of
+    /// accounts, the heads and every index run's footer; damage is an error naming the file.
+    /// Bytes beyond what the manifest covers (a checkpoint cut short) are dropped: the log
+    /// after the watermark ([`History::durable_seq`]) is to be ingested again.
+    pub fn open(data_dir: &Path, settings: HistorySettings) -> Result<(History, HistoryThreads), HistoryError> {
+        let dir = Self::dir_of(data_dir);
+        let manifest_path = dir.join(MANIFEST_NAME);
+        let manifest = if manifest_path.exists() {
+            let bytes = std::fs::read(&manifest_path).map_err(io_error(&manifest_path, "read"))?;
+            Manifest::decode(&bytes).map_err(|error| format_damage(&manifest_path, "the manifest", &error))?
+        } else {
+            Self::create(&dir)?
+        };
+        let open_file = |name: &str| -> Result<File, HistoryError> {
+            let path = dir.join(name);
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&path)
+                .map_err(io_error(&path, "open"))
+        };
+        let files = Files {
+            transfers: open_file(TRANSFERS_NAME)?,
+            strings: open_file(STRINGS_NAME)?,
+            accounts: open_file(ACCOUNTS_NAME)?,
+            facts: open_file(FACTS_NAME)?,
+            pages: open_file(PAGES_NAME)?,
+        };
+        let record_bytes = u64::try_from(TRANSFER_RECORD_BYTES).expect("fits");
+        let pages_expected = manifest.transfers.div_ceil(RECORDS_PER_PAGE);
+        for (file, name, length) in [
+            (&files.transfers, TRANSFERS_NAME, manifest.transfers * record_bytes),
+            (&files.strings, STRINGS_NAME, manifest.strings_bytes),
+            (&files.accounts, ACCOUNTS_NAME, manifest.accounts_bytes),
+            (&files.facts, FACTS_NAME, manifest.facts_bytes),
+            (&files.pages, PAGES_NAME, pages_expected * 8),
+        ] {
+            let path = dir.join(name);
+            let found = file.metadata().map_err(io_error(&path, "read the length"))?.len();
+            if found < length {
+                return Err(damaged(&path, format!("{found} bytes, but the manifest covers {length}")));
+            }
+            if found > length {
+                // A checkpoint that did not finish: its bytes are re-derived from the log.
+                file.set_len(length).map_err(io_error(&path, "drop an unfinished checkpoint's bytes"))?;
+            }
+        }
+        let (accounts, account_ordinals) = load_accounts(&dir, &files.accounts, &manifest)?;
+        let heads_path = dir.join(heads_name(manifest.heads_number));
+        let heads = if manifest.accounts == 0 && !heads_path.exists() {
+            Vec::new()
+        } else {
+            let bytes = std::fs::read(&heads_path).map_err(io_error(&heads_path, "read"))?;
+            decode_heads(&bytes).map_err(|error| format_damage(&heads_path, "the heads", &error))?
+        };
+        if u64::try_from(heads.len()).expect("fits") != manifest.accounts {
+            return Err(damaged(&heads_path, format!("{} heads for {} accounts", heads.len(), manifest.accounts)));
+        }
+        let page_seqs = load_page_seqs(&dir, &files.pages, pages_expected)?;
+        let open_runs = |names: &[RunName]| -> Result<Vec<Arc<Run>>, HistoryError> {
+            names
+                .iter()
+                .map(|name| {
+                    let run = Run::open(&dir.join(run_name(name.number)), name.number)?;
+                    if run.entries() != name.entries {
+                        return Err(damaged(
+                            &run.path,
+                            format!("{} entries, the manifest says {}", run.entries(), name.entries),
+                        ));
+                    }
+                    Ok(Arc::new(run))
+                })
+                .collect()
+        };
+        let disk = DiskView {
+            transfers: manifest.transfers,
+            strings_bytes: manifest.strings_bytes,
+            facts_bytes: manifest.facts_bytes,
+            transfer_runs: open_runs(&manifest.transfer_runs)?,
+            fact_runs: open_runs(&manifest.fact_runs)?,
+        };
+        remove_unreferenced_files(&dir, &manifest);
+        let watermark = manifest.watermark_seq;
+        let state = State {
+            active: Memtable::new(manifest.transfers, watermark),
+            frozen: None,
+            disk,
+            heads,
+            accounts,
+            account_ordinals,
+            page_seqs,
+        };
+        let (ingested_watch, _) = tokio::sync::watch::channel(watermark);
+        let inner = Arc::new(Inner {
+            dir,
+            settings,
+            keys: manifest.fingerprint_keys,
+            cache: PageCache::new(settings.cache_bytes),
+            files,
+            state: RwLock::new(state),
+            records_lock: RwLock::new(()),
+            manifest: Mutex::new(manifest),
+            queue: Mutex::new(CheckpointQueue { pending: None, busy: false, stop: false, failed: None, completed: 0 }),
+            queue_changed: Condvar::new(),
+            ingested: AtomicU64::new(watermark),
+            durable: AtomicU64::new(watermark),
+            ingested_watch,
+            last_checkpoint: Mutex::new(Instant::now()),
+            merge_wanted: (Mutex::new(false), Condvar::new()),
+        });
+        let history = History { inner };
+        let dir = history.inner.dir.clone();
+        let checkpoint = {
+            let history = history.clone();
+            std::thread::Builder::new()
+                .name("history-checkpoint".to_owned())
+                .spawn(move || history.checkpoint_loop())
+                .map_err(io_error(&dir, "start the checkpoint thread"))?
+        };
+        let merge = {
+            let history = history.clone();
+            std::thread::Builder::new()
+                .name("history-merge".to_owned())
+                .spawn(move || history.merge_loop())
+                .map_err(io_error(&dir, "start the merge thread"))?
+        };
+        history.want_merge();
+        Ok((history.clone(), HistoryThreads { history, checkpoint: Some(checkpoint), merge: Some(merge) }))
+    }
+
+    /// A new, empty history in `dir`.
+    fn create(dir: &Path) -> Result<Manifest, HistoryError> {
+        if let Ok(mut entries) = std::fs::read_dir(dir)
+            && entries.next().is_some()
+        {
+            return Err(damaged(dir, "the directory holds files but no MANIFEST"));
+        }
+        std::fs::create_dir_all(dir).map_err(io_error(dir, "create the directory"))?;
+        let manifest = Manifest {
+            watermark_seq: 0,
+            transfers: 0,
+            strings_bytes: 0,
+            accounts: 0,
+            accounts_bytes: 0,
+            facts_bytes: 0,
+            heads_number: 0,
+            next_file_number: 1,
+            fingerprint_keys: [rand::random(), rand::random()],
+            transfer_runs: Vec::new(),
+            fact_runs: Vec::new(),
+        };
+        write_manifest(dir, &manifest)?;
+        if let Some(parent) = dir.parent() {
+            sync_dir(parent).map_err(io_error(parent, "fsync the directory"))?;
+        }
+        Ok(manifest)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// Every log record up to this sequence is readable.
+    pub fn ingested_seq(&self) -> u64 {
+        self.inner.ingested.load(Ordering::Acquire)
+    }
+
+    /// Every log record up to this sequence is in the files, synced (the watermark).
+    pub fn durable_seq(&self) -> u64 {
+        self.inner.durable.load(Ordering::Acquire)
+    }
+
+    /// Changes of [`History::ingested_seq`].
+    pub fn subscribe_ingested(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.ingested_watch.subscribe()
+    }
+
+    /// Waits until every record up to `seq` is readable.
+    pub async fn wait_ingested(&self, seq: u64) -> Result<(), HistoryError> {
+        if self.ingested_seq() >= seq {
+            return Ok(());
+        }
+        let mut receiver = self.subscribe_ingested();
+        let waited = receiver.wait_for(|ingested| *ingested >= seq).await.map(|_| ());
+        match waited {
+            Ok(()) => Ok(()),
+            Err(_) if self.ingested_seq() >= seq => Ok(()),
+            Err(_) => Err(HistoryError::Failed("the history stopped".to_owned())),
+        }
+    }
+
+    pub fn stats(&self) -> HistoryStats {
+        let state = read_lock(&self.inner.state);
+        let runs = state.disk.transfer_runs.iter().chain(&state.disk.fact_runs);
+        HistoryStats {
+            transfers: state.active.end_ordinal(),
+            accounts: u64::try_from(state.accounts.len()).expect("fits"),
+            ingested_seq: self.ingested_seq(),
+            durable_seq: self.durable_seq(),
+            transfer_runs: state.disk.transfer_runs.len(),
+            memtable_records: state.active.records + state.frozen.as_ref().map_or(0, |frozen| frozen.records),
+            index_memory_bytes: runs.map(|run| run.memory_bytes()).sum::<usize>() + state.page_seqs.len() * 8,
+            cached_pages: self.inner.cache.len(),
+        }
+    }
+
+    fn fingerprint(&self, bytes: &[u8]) -> u64 {
+        let mut hasher = siphasher::sip::SipHasher13::new_with_keys(self.inner.keys[0], self.inner.keys[1]);
+        hasher.write(bytes);
+        hasher.finish()
+    }
+
+    fn fact_fingerprint(&self, kind: &str, key: &str) -> u64 {
+        let mut hasher = siphasher::sip::SipHasher13::new_with_keys(self.inner.keys[0], self.inner.keys[1]);
+        hasher.write(kind.as_bytes());
+        hasher.write(&[0xff]);
+        hasher.write(key.as_bytes());
+        hasher.finish()
+    }
+}
+
+/// An account ordinal as an index.
+fn slot(ordinal: u32) -> usize {
+    usize::try_from(ordinal).expect("an account ordinal fits usize")
+}
+
+fn heads_name(number: u64) -> String {
+    format!("heads-{number}.dat")
+}
+
+fn run_name(number: u64) -> String {
+    format!("run-{number}.idx")
+}
+
+/// Deletes run and heads files the manifest does not name (left by an unfinished checkpoint or
+/// merge).
+fn remove_unreferenced_files(dir: &Path, manifest: &Manifest) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let runs: Vec<u64> = manifest.transfer_runs.iter().chain(&manifest.fact_runs).map(|run| run.number).collect();
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let number = |prefix: &str, suffix: &str| name.strip_prefix(prefix)?.strip_suffix(suffix)?.parse::<u64>().ok();
+        let stale = match (number("run-", ".idx"), number("heads-", ".dat")) {
+            (Some(number), _) => !runs.contains(&number),
+            (_, Some(number)) => number != manifest.heads_number,
+            _ => name.ends_with(".tmp"),
+        };
+        if stale {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
+fn load_accounts(dir: &Path, file: &File, manifest: &Manifest) -> Result<(Vec<AccountInfo>, IdMap<u32>), HistoryError> {
+    let path = dir.join(ACCOUNTS_NAME);
+    let length = usize::try_from(manifest.accounts_bytes).map_err(|_| damaged(&path, "too large"))?;
+    let mut bytes = vec![0_u8; length];
+    file.read_exact_at(&mut bytes, 0).map_err(io_error(&path, "read"))?;
+    let mut accounts = Vec::new();
+    let mut ordinals = IdMap::default();
+    let mut at = 0;
+    while at < bytes.len() {
+        let len = frame_len(&bytes[at..]).map_err(|error| format_damage(&path, "an account", &error))?;
+        let entry: AccountEntry = decode_frame(&bytes[at..at + len.min(bytes.len() - at)])
+            .map_err(|error| format_damage(&path, &format!("the account at byte {at}"), &error))?;
+        let ordinal = u32::try_from(accounts.len()).map_err(|_| damaged(&path, "more than 2^32 accounts"))?;
+        if ordinals.insert(entry.id.clone(), ordinal).is_some() {
+            return Err(damaged(&path, format!("account {} is listed twice", entry.id)));
+        }
+        accounts.push(AccountInfo { id: entry.id, currency: entry.currency });
+        at += len;
+    }
+    if u64::try_from(accounts.len()).expect("fits") != manifest.accounts {
+        return Err(damaged(&path, format!("{} accounts, the manifest says {}", accounts.len(), manifest.accounts)));
+    }
+    Ok((accounts, ordinals))
+}
+
+fn load_page_seqs(dir: &Path, file: &File, pages: u64) -> Result<Vec<u64>, HistoryError> {
+    let path = dir.join(PAGES_NAME);
+    let length = usize::try_from(pages * 8).map_err(|_| damaged(&path, "too large"))?;
+    let mut bytes = vec![0_u8; length];
+    file.read_exact_at(&mut bytes, 0).map_err(io_error(&path, "read"))?;
+    let seqs: Vec<u64> = bytes.chunks_exact(8).map(|chunk| u64::from_le_bytes(chunk.try_into().expect("8"))).collect();
+    if seqs.windows(2).any(|pair| pair[0] >= pair[1]) {
+        return Err(damaged(&path, "the page index is not increasing"));
+    }
+    Ok(seqs)
+}
+
+fn write_manifest(dir: &Path, manifest: &Manifest) -> Result<(), HistoryError> {
+    let path = dir.join(MANIFEST_NAME);
+    let temporary = dir.join("MANIFEST.tmp");
+    let bytes = manifest.encode();
+    {
+        let file = File::create(&temporary).map_err(io_error(&temporary, "create"))?;
+        file.write_all_at(&bytes, 0).map_err(io_error(&temporary, "write"))?;
+        file.sync_all().map_err(io_error(&temporary, "fsync"))?;
+    }
+    std::fs::rename(&temporary, &path).map_err(io_error(&path, "rename into place"))?;
+    sync_dir(dir).map_err(io_error(dir, "fsync the directory"))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Ingest
+// ---------------------------------------------------------------------------------------------
+
+/// Records applied under one hold of the state's write lock (readers wait at most that long).
+const INGEST_CHUNK: usize = 512;
+
+impl History {
+    /// Ingests log records in order: `records[i]` has sequence `first_seq + i`. Records at or
+    /// below [`History::ingested_seq`] are skipped (a group that overlaps). Waits when the
+    /// checkpoint thread is behind (bounded memory). A record that cannot be applied (a
+    /// transfer created twice, a post of what is not a hold, an unknown account) is an error:
+    /// the log is corrupt or foreign.
+    pub fn ingest(&self, first_seq: u64, records: &[Record]) -> Result<(), HistoryError> {
+        let ingested = self.ingested_seq();
+        let skip = usize::try_from(ingested.saturating_sub(first_seq - 1)).unwrap_or(usize::MAX).min(records.len());
+        let mut seq = first_seq + u64::try_from(skip).expect("fits");
+        if skip < records.len() && seq != ingested + 1 {
+            return Err(HistoryError::OutOfOrder { expected: ingested + 1, found: seq });
+        }
+        for chunk in records[skip..].chunks(INGEST_CHUNK) {
+            self.wait_for_room()?;
+            // Look-ups of older transfers (for posts, voids and expiries) read the files:
+            // done before taking the write lock.
+            let mut older: HashMap<Id, (u64, TransferStatus), ahash::RandomState> = HashMap::default();
+            for record in chunk {
+                match record {
+                    Record::PostPending { transfer, .. }
+                    | Record::VoidPending { transfer, .. }
+                    | Record::ExpirePending { transfer, .. } => {
+                        if let Some((ordinal, stored)) = self.find_transfer(transfer)? {
+                            older.insert(transfer.clone(), (ordinal, stored.status));
+                        }
+                    }
+                    Record::CreateTransfer { id, .. } => {
+                        if let Some((_, stored)) = self.find_transfer(id)? {
+                            return Err(HistoryError::Ingest {
+                                seq,
+                                reason: format!("transfer {id} exists already (created at seq {})", stored.seq),
+                            });
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            let mut state = write_lock(&self.inner.state);
+            for record in chunk {
+                if let Err(reason) = apply(&mut state, seq, record, &older, |bytes| self.fingerprint(bytes)) {
+                    return Err(HistoryError::Ingest { seq, reason });
+                }
+                state.active.last_seq = seq;
+                seq += 1;
+            }
+            drop(state);
+            self.inner.ingested.store(seq - 1, Ordering::Release);
+            self.inner.ingested_watch.send_replace(seq - 1);
+            self.maybe_freeze()?;
+        }
+        Ok(())
+    }
+
+    /// Waits while the active memtable is at twice its threshold and a frozen one is still
+    /// being written.
+    fn wait_for_room(&self) -> Result<(), HistoryError> {
+        let limit = self.inner.settings.checkpoint_records.saturating_mul(2).max(INGEST_CHUNK);
+        loop {
+            let full = {
+                let state = read_lock(&self.inner.state);
+                state.active.records >= limit && state.frozen.is_some()
+            };
+            if !full {
+                return Ok(());
+            }
+            let queue = lock(&self.inner.queue);
+            if let Some(failed) = &queue.failed {
+                return Err(HistoryError::Failed(failed.clone()));
+            }
+            let completed = queue.completed;
+            let _ = self
+                .inner
+                .queue_changed
+                .wait_timeout_while(queue, Duration::from_millis(100), |queue| {
+                    queue.completed == completed && queue.failed.is_none()
+                })
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+    }
+
+    /// Freezes the active memtable for the checkpoint thread when a threshold is reached and
+    /// no other one is being written.
+    fn maybe_freeze(&self) -> Result<(), HistoryError> {
+        let (records, last_seq) = {
+            let state = read_lock(&self.inner.state);
+            (state.active.records, state.active.last_seq)
+        };
+        let due_by_time = lock(&self.inner.last_checkpoint).elapsed()
+            >= Duration::from_millis(self.inner.settings.checkpoint_interval_ms);
+        let due = records >= self.inner.settings.checkpoint_records || (due_by_time && last_seq > self.durable_seq());
+        if due {
+            self.freeze(false)?;
+        }
+        Ok(())
+    }
+
+    /// Hands the active memtable to the checkpoint thread (unless one is being written, or
+    /// `wait` waits for it). Returns whether it did.
+    fn freeze(&self, wait: bool) -> Result<bool, HistoryError> {
+        let mut queue = lock(&self.inner.queue);
+        loop {
+            if let Some(failed) = &queue.failed {
+                return Err(HistoryError::Failed(failed.clone()));
+            }
+            if queue.pending.is_none() && !queue.busy {
+                break;
+            }
+            if !wait {
+                return Ok(false);
+            }
+            queue = self.inner.queue_changed.wait(queue).unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+        let mut state = write_lock(&self.inner.state);
+        if state.active.last_seq <= self.durable_seq() && state.active.records == 0 {
+            return Ok(false);
+        }
+        let next = Memtable::new(state.active.end_ordinal(), state.active.last_seq);
+        let memtable = Arc::new(std::mem::replace(&mut state.active, next));
+        state.frozen = Some(memtable.clone());
+        let frozen = Frozen {
+            memtable,
+            heads: state.heads.clone(),
+            accounts_end: u64::try_from(state.accounts.len()).expect("fits"),
+        };
+        drop(state);
+        queue.pending = Some(frozen);
+        *lock(&self.inner.last_checkpoint) = Instant::now();
+        self.inner.queue_changed.notify_all();
+        Ok(true)
+    }
+
+    /// Writes everything ingested so far to the files and waits until it is durable; returns
+    /// the watermark.
+    pub fn checkpoint(&self) -> Result<u64, HistoryError> {
+        let target = self.ingested_seq();
+        while self.durable_seq() < target {
+            let completed = lock(&self.inner.queue).completed;
+            self.freeze(true)?;
+            let queue = lock(&self.inner.queue);
+            let queue = self
+                .inner
+                .queue_changed
+                .wait_while(queue, |queue| {
+                    queue.completed == completed && queue.failed.is_none() && (queue.pending.is_some() || queue.busy)
+                })
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some(failed) = &queue.failed {
+                return Err(HistoryError::Failed(failed.clone()));
+            }
+        }
+        Ok(self.durable_seq())
+    }
+
+    /// Writes everything ingested, then stops the threads.
+    pub fn close(&self, threads: HistoryThreads) -> Result<u64, HistoryError> {
+        let checkpointed = self.checkpoint();
+        drop(threads);
+        checkpointed
+    }
+
+    fn stop_threads(&self) {
+        let mut queue = lock(&self.inner.queue);
+        queue.stop = true;
+        self.inner.queue_changed.notify_all();
+        drop(queue);
+        self.want_merge();
+    }
+}
+
+/// Applies one record to the state. `older`: ordinals of the transfers in the files that the
+/// chunk's posts, voids and expiries name.
+fn apply(
+    state: &mut State,
+    seq: u64,
+    record: &Record,
+    older: &HashMap<Id, (u64, TransferStatus), ahash::RandomState>,
+    fingerprint: impl Fn(&[u8]) -> u64,
+) -> Result<(), String> {
+    state.active.records += 1;
+    match record {
+        Record::CreateAccount { id, currency, .. } => {
+            if state.account_ordinals.contains_key(id) {
+                return Err(format!("account {id} exists already"));
+            }
+            let ordinal = u32::try_from(state.accounts.len()).map_err(|_| "more than 2^32 accounts".to_owned())?;
+            state.account_ordinals.insert(id.clone(), ordinal);
+            state.accounts.push(AccountInfo { id: id.clone(), currency: currency.clone() });
+            state.heads.push(0);
+        }
+        Record::CreateTransfer { id, debit_account, credit_account, .. } => {
+            if state.active.by_id.contains_key(id)
+                || state.frozen.as_ref().is_some_and(|frozen| frozen.by_id.contains_key(id))
+            {
+                return Err(format!("transfer {id} exists already"));
+            }
+            let debit =
+                *state.account_ordinals.get(debit_account).ok_or_else(|| format!("no account {debit_account}"))?;
+            let credit =
+                *state.account_ordinals.get(credit_account).ok_or_else(|| format!("no account {credit_account}"))?;
+            let mut transfer = transfer_from_record(seq, record).expect("a creation record creates a transfer");
+            let (debit_info, credit_info) = (&state.accounts[slot(debit)], &state.accounts[slot(credit)]);
+            if debit_info.currency != transfer.currency || credit_info.currency != transfer.currency {
+                return Err(format!("transfer {id} is not in the currency of its accounts"));
+            }
+            // Share the directory's allocations.
+            transfer.debit_account = debit_info.id.clone();
+            transfer.credit_account = credit_info.id.clone();
+            transfer.currency = debit_info.currency.clone();
+            let ordinal = state.active.end_ordinal();
+            let previous_of_debit = state.heads[slot(debit)];
+            let previous_of_credit = state.heads[slot(credit)];
+            state.heads[slot(debit)] = ordinal + 1;
+            state.heads[slot(credit)] = ordinal + 1;
+            state.active.by_id.insert(id.clone(), ordinal);
+            state.active.transfers.push(MemTransfer {
+                transfer: Arc::new(transfer),
+                debit,
+                credit,
+                previous_of_debit,
+                previous_of_credit,
+                fingerprint: fingerprint(id.as_str().as_bytes()),
+            });
+        }
+        Record::PostPending { transfer, posted_amount, .. } => {
+            change_hold(state, seq, transfer, older, TransferStatus::Posted, Some(*posted_amount))?;
+        }
+        Record::VoidPending { transfer, .. } => change_hold(state, seq, transfer, older, TransferStatus::Voided, None)?,
+        Record::ExpirePending { transfer, .. } => {
+            change_hold(state, seq, transfer, older, TransferStatus::Expired, None)?
+        }
+        Record::External { kind, key, payload } => {
+            let entry = FactEntry { seq, kind: kind.clone(), key: key.clone(), payload: payload.clone() };
+            state.active.facts.insert((kind.clone(), key.clone()), Arc::new(entry));
+        }
+        Record::SetFrozen { .. } => {}
+    }
+    Ok(())
+}
+
+/// The post, void or expiry of a hold.
+fn change_hold(
+    state: &mut State,
+    seq: u64,
+    id: &Id,
+    older: &HashMap<Id, (u64, TransferStatus), ahash::RandomState>,
+    status: TransferStatus,
+    posted_amount: Option<Amount>,
+) -> Result<(), String> {
+    if let Some(ordinal) = state.active.by_id.get(id).copied() {
+        let index = usize::try_from(ordinal - state.active.first_ordinal).expect("fits");
+        let entry = &mut state.active.transfers[index];
+        if entry.transfer.status != TransferStatus::Pending {
+            return Err(format!("transfer {id} is not pending"));
+        }
+        let transfer = Arc::make_mut(&mut entry.transfer);
+        transfer.status = status;
+        if let Some(posted_amount) = posted_amount {
+            transfer.posted_amount = posted_amount;
+        }
+        transfer.last_seq = seq;
+        return Ok(());
+    }
+    let in_frozen = state.frozen.as_ref().and_then(|frozen| {
+        let ordinal = *frozen.by_id.get(id)?;
+        Some((ordinal, frozen.get(ordinal)?.transfer.status))
+    });
+    let (ordinal, stored_status) = match in_frozen {
+        Some(found) => found,
+        None => *older.get(id).ok_or_else(|| format!("transfer {id} does not exist"))?,
+    };
+    // The newest word on the hold: a change ingested since, or what was stored.
+    let current = state.active.changes.get(&ordinal).map_or(stored_status, |change| change.status);
+    if current != TransferStatus::Pending {
+        return Err(format!("transfer {id} is not pending"));
+    }
+    state
+        .active
+        .changes
+        .insert(ordinal, Change { status, posted_amount: posted_amount.unwrap_or_default(), last_seq: seq });
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reads
+// ---------------------------------------------------------------------------------------------
+
+/// A stored transfer with its place in the accounts' chains.
+#[derive(Debug, Clone)]
+struct Located {
+    transfer: Arc<Transfer>,
+    debit: u32,
+    credit: u32,
+    previous_of_debit: u64,
+    previous_of_credit: u64,
+}
+
+impl Located {
+    /// Ordinal + 1 of the previous transfer of `account` (which this one touches), 0: none.
+    fn previous_of(&self, account: u32) -> u64 {
+        if self.debit == account { self.previous_of_debit } else { self.previous_of_credit }
+    }
+
+    fn touches(&self, account: u32) -> bool {
+        self.debit == account || self.credit == account
+    }
+}
+
+impl From<&MemTransfer> for Located {
+    fn from(entry: &MemTransfer) -> Located {
+        Located {
+            transfer: entry.transfer.clone(),
+            debit: entry.debit,
+            credit: entry.credit,
+            previous_of_debit: entry.previous_of_debit,
+            previous_of_credit: entry.previous_of_credit,
+        }
+    }
+}
+
+impl History {
+    /// The stored transfer with this id, in its current state.
+    pub fn transfer(&self, id: &Id) -> Result<Option<Arc<Transfer>>, HistoryError> {
+        Ok(self.find_transfer(id)?.map(|(_, transfer)| transfer))
+    }
+
+    /// The ordinal and current state of the transfer with this id.
+    fn find_transfer(&self, id: &Id) -> Result<Option<(u64, Arc<Transfer>)>, HistoryError> {
+        let fingerprint = self.fingerprint(id.as_str().as_bytes());
+        let candidates: Vec<Arc<Run>> = {
+            let state = read_lock(&self.inner.state);
+            if let Some(ordinal) = state.active.by_id.get(id) {
+                let entry = state.active.get(*ordinal).expect("indexed transfers are in the memtable");
+                return Ok(Some((*ordinal, entry.transfer.clone())));
+            }
+            if let Some(frozen) = &state.frozen
+                && let Some(ordinal) = frozen.by_id.get(id)
+            {
+                let transfer = overlay(&state, *ordinal, frozen.get(*ordinal).expect("indexed").transfer.clone());
+                return Ok(Some((*ordinal, transfer)));
+            }
+            state.disk.transfer_runs.iter().rev().filter(|run| run.may_contain(fingerprint)).cloned().collect()
+        };
+        for run in candidates {
+            for ordinal in run.lookup(fingerprint, &self.inner.cache)? {
+                let located = self.locate(ordinal)?;
+                if located.transfer.id == *id {
+                    return Ok(Some((ordinal, located.transfer)));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// The transfer at `ordinal`, with its chain links.
+    fn locate(&self, ordinal: u64) -> Result<Located, HistoryError> {
+        let (change, accounts) = {
+            let state = read_lock(&self.inner.state);
+            if ordinal >= state.disk.transfers {
+                let entry = state
+                    .frozen
+                    .as_ref()
+                    .and_then(|frozen| frozen.get(ordinal))
+                    .or_else(|| state.active.get(ordinal))
+                    .ok_or_else(|| damaged(&self.inner.dir, format!("no transfer at ordinal {ordinal}")))?;
+                let mut located = Located::from(entry);
+                located.transfer = overlay(&state, ordinal, located.transfer);
+                return Ok(located);
+            }
+            (newest_change(&state, ordinal), state.accounts.len())
+        };
+        let record = self.read_record(ordinal)?;
+        let strings_path = || self.inner.dir.join(STRINGS_NAME);
+        let strings: TransferStrings = self.read_frame(
+            &self.inner.files.strings,
+            STRINGS_CACHE,
+            record.strings_offset,
+            usize::try_from(record.strings_bytes).expect("fits"),
+            &format!("the strings of transfer {ordinal}"),
+        )?;
+        if self.fingerprint(strings.id.as_str().as_bytes()) != record.fingerprint {
+            return Err(damaged(&strings_path(), format!("the strings of transfer {ordinal} name another id")));
+        }
+        let (debit, credit) = (slot(record.debit_account), slot(record.credit_account));
+        if debit >= accounts || credit >= accounts {
+            return Err(damaged(
+                &self.inner.dir.join(TRANSFERS_NAME),
+                format!("transfer {ordinal} names an unknown account"),
+            ));
+        }
+        let (debit_account, credit_account, currency) = {
+            let state = read_lock(&self.inner.state);
+            let (debit, credit) = (&state.accounts[debit], &state.accounts[credit]);
+            (debit.id.clone(), credit.id.clone(), debit.currency.clone())
+        };
+        let mut transfer = Transfer {
+            id: strings.id,
+            debit_account,
+            credit_account,
+            amount: record.amount,
+            currency,
+            pending: record.pending,
+            timeout_seconds: record.timeout_seconds,
+            description: strings.description,
+            metadata: strings.metadata,
+            created_at_ms: record.created_at_ms,
+            seq: record.seq,
+            status: record.status,
+            posted_amount: record.posted_amount,
+            last_seq: record.last_seq,
+        };
+        if let Some(change) = change.filter(|change| change.last_seq > transfer.last_seq) {
+            transfer.status = change.status;
+            transfer.posted_amount = change.posted_amount;
+            transfer.last_seq = change.last_seq;
+        }
+        Ok(Located {
+            transfer: Arc::new(transfer),
+            debit: record.debit_account,
+            credit: record.credit_account,
+            previous_of_debit: record.previous_of_debit,
+            previous_of_credit: record.previous_of_credit,
+        })
+    }
+
+    /// The fixed record at `ordinal` (which is in the files).
+    fn read_record(&self, ordinal: u64) -> Result<TransferRecord, HistoryError> {
+        let page_number = ordinal / RECORDS_PER_PAGE;
+        let at = usize::try_from(ordinal % RECORDS_PER_PAGE).expect("fits") * TRANSFER_RECORD_BYTES;
+        let path = || self.inner.dir.join(TRANSFERS_NAME);
+        let _reading = read_lock(&self.inner.records_lock);
+        for attempt in 0..2 {
+            let (page, cached) = match self.inner.cache.get((TRANSFERS_CACHE, page_number)).filter(|_| attempt == 0) {
+                Some(page) => (page, true),
+                None => (self.read_page(&self.inner.files.transfers, TRANSFERS_CACHE, page_number, &path())?, false),
+            };
+            match TransferRecord::decode(&page[at..at + TRANSFER_RECORD_BYTES]) {
+                Ok(record) => return Ok(record),
+                // A cached copy of the last page may predate records appended to it.
+                Err(_) if cached => self.inner.cache.invalidate((TRANSFERS_CACHE, page_number)),
+                Err(error) => return Err(format_damage(&path(), &format!("the record of transfer {ordinal}"), &error)),
+            }
+        }
+        Err(damaged(&path(), format!("the record of transfer {ordinal} cannot be read")))
+    }
+
+    /// A page of `file` read from disk (a short last page is zero-filled) and cached.
+    fn read_page(&self, file: &File, cache_file: u64, number: u64, path: &Path) -> Result<Arc<[u8]>, HistoryError> {
+        let mut page = vec![0_u8; PAGE_BYTES];
+        let offset = number * u64::try_from(PAGE_BYTES).expect("fits");
+        let mut filled = 0;
+        while filled < PAGE_BYTES {
+            let read = file
+                .read_at(&mut page[filled..], offset + u64::try_from(filled).expect("fits"))
+                .map_err(io_error(path, "read"))?;
+            if read == 0 {
+                break;
+            }
+            filled += read;
+        }
+        let page: Arc<[u8]> = Arc::from(page);
+        self.inner.cache.insert((cache_file, number), page.clone());
+        Ok(page)
+    }
+
+    /// The frame of `len` bytes at `offset` of an append-only file, decoded. A cached copy of
+    /// the file's last page may predate what was appended to it since: a frame that does not
+    /// check is read again from disk once before it counts as damage.
+    fn read_frame<T: for<'de> serde::Deserialize<'de>>(
+        &self,
+        file: &File,
+        cache_file: u64,
+        offset: u64,
+        len: usize,
+        what: &str,
+    ) -> Result<T, HistoryError> {
+        let bytes = self.read_bytes(file, cache_file, offset, len)?;
+        if let Ok(value) = decode_frame(&bytes) {
+            return Ok(value);
+        }
+        let page_bytes = u64::try_from(PAGE_BYTES).expect("fits");
+        let end = offset + u64::try_from(len.max(1)).expect("fits");
+        for number in offset / page_bytes..=(end - 1) / page_bytes {
+            self.inner.cache.invalidate((cache_file, number));
+        }
+        let bytes = self.read_bytes(file, cache_file, offset, len)?;
+        decode_frame(&bytes).map_err(|error| format_damage(&self.path_of_cache(cache_file), what, &error))
+    }
+
+    fn path_of_cache(&self, cache_file: u64) -> PathBuf {
+        self.inner.dir.join(match cache_file {
+            STRINGS_CACHE => STRINGS_NAME,
+            _ => FACTS_NAME,
+        })
+    }
+
+    /// `len` bytes of an append-only file at `offset`, through the cache.
+    fn read_bytes(&self, file: &File, cache_file: u64, offset: u64, len: usize) -> Result<Vec<u8>, HistoryError> {
+        let page_bytes = u64::try_from(PAGE_BYTES).expect("fits");
+        let mut out = Vec::with_capacity(len);
+        let mut at = offset;
+        let end = offset + u64::try_from(len).expect("fits");
+        let path = self.path_of_cache(cache_file);
+        while at < end {
+            let number = at / page_bytes;
+            let page = match self.inner.cache.get((cache_file, number)) {
+                Some(page) => page,
+                None => self.read_page(file, cache_file, number, &path)?,
+            };
+            let start = usize::try_from(at % page_bytes).expect("fits");
+            let take = usize::try_from((end - at).min(page_bytes - at % page_bytes)).expect("fits");
+            out.extend_from_slice(&page[start..start + take]);
+            at += u64::try_from(take).expect("fits");
+        }
+        Ok(out)
+    }
+
+    /// Newest first: at most `limit` of the transfers that debit or credit `account` (created
+    /// before `before_seq` when given, a cursor from a previous page), and the next cursor.
+    /// `None` when the history does not know the account.
+    pub fn account_transfers(
+        &self,
+        account: &Id,
+        before_seq: Option<u64>,
+        limit: usize,
+    ) -> Result<Option<AccountPage>, HistoryError> {
+        let limit = limit.max(1);
+        let (ordinal, head) = {
+            let state = read_lock(&self.inner.state);
+            let Some(ordinal) = state.account_ordinals.get(account).copied() else { return Ok(None) };
+            (ordinal, state.heads[slot(ordinal)])
+        };
+        let mut next = head;
+        if let Some(before) = before_seq {
+            next = match self.ordinal_of_seq(before)? {
+                // The cursor names a transfer of this account: continue after it.
+                Some(cursor) => {
+                    let located = self.locate(cursor)?;
+                    if located.touches(ordinal) {
+                        located.previous_of(ordinal)
+                    } else {
+                        self.skip_to(ordinal, head, before)?
+                    }
+                }
+                None => self.skip_to(ordinal, head, before)?,
+            };
+        }
+        let mut transfers = Vec::with_capacity(limit.min(1024));
+        while next != 0 && transfers.len() <= limit {
+            let located = self.locate(next - 1)?;
+            if !located.touches(ordinal) {
+                return Err(damaged(
+                    &self.inner.dir.join(TRANSFERS_NAME),
+                    format!("the history of {account} is broken at transfer {}", next - 1),
+                ));
+            }
+            next = located.previous_of(ordinal);
+            transfers.push(located.transfer);
+        }
+        let more = transfers.len() > limit;
+        transfers.truncate(limit);
+        let next = if more { transfers.last().map(|transfer| transfer.seq) } else { None };
+        Ok(Some(AccountPage { transfers, next }))
+    }
+
+    /// From `head`, the first link of `account`'s chain created before `before` (a walk: for a
+    /// cursor that is not a transfer of the account).
+    fn skip_to(&self, account: u32, head: u64, before: u64) -> Result<u64, HistoryError> {
+        let mut next = head;
+        while next != 0 {
+            let located = self.locate(next - 1)?;
+            if located.transfer.seq < before {
+                return Ok(next);
+            }
+            next = located.previous_of(account);
+        }
+        Ok(0)
+    }
+
+    /// The ordinal of the transfer created at `seq`, if one was.
+    fn ordinal_of_seq(&self, seq: u64) -> Result<Option<u64>, HistoryError> {
+        let (page, disk_transfers) = {
+            let state = read_lock(&self.inner.state);
+            for memtable in state.frozen.iter().map(|frozen| &**frozen).chain(std::iter::once(&state.active)) {
+                if let Ok(index) = memtable.transfers.binary_search_by_key(&seq, |entry| entry.transfer.seq) {
+                    return Ok(Some(memtable.first_ordinal + u64::try_from(index).expect("fits")));
+                }
+            }
+            let page = state.page_seqs.partition_point(|first| *first <= seq);
+            if page == 0 {
+                return Ok(None);
+            }
+            (u64::try_from(page - 1).expect("fits"), state.disk.transfers)
+        };
+        let first = page * RECORDS_PER_PAGE;
+        for ordinal in first..(first + RECORDS_PER_PAGE).min(disk_transfers) {
+            let record = self.read_record(ordinal)?;
+            if record.seq == seq {
+                return Ok(Some(ordinal));
+            }
+            if record.seq > seq {
+                break;
+            }
+        }
+        Ok(None)
+    }
+
+    /// The latest payload recorded for (`kind`, `key`), if any.
+    pub fn fact(&self, kind: &str, key: &str) -> Result<Option<Vec<u8>>, HistoryError> {
+        let wanted = (kind.to_owned(), key.to_owned());
+        let fingerprint = self.fact_fingerprint(kind, key);
+        let candidates: Vec<Arc<Run>> = {
+            let state = read_lock(&self.inner.state);
+            if let Some(entry) = state.active.facts.get(&wanted) {
+                return Ok(Some(entry.payload.clone()));
+            }
+            if let Some(entry) = state.frozen.as_ref().and_then(|frozen| frozen.facts.get(&wanted)) {
+                return Ok(Some(entry.payload.clone()));
+            }
+            state.disk.fact_runs.iter().filter(|run| run.may_contain(fingerprint)).cloned().collect()
+        };
+        let mut offsets = Vec::new();
+        for run in candidates {
+            offsets.extend(run.lookup(fingerprint, &self.inner.cache)?);
+        }
+        // facts.dat is in log order: the highest offset of this (kind, key) is its latest.
+        offsets.sort_unstable_by(|a, b| b.cmp(a));
+        for offset in offsets {
+            let entry = self.read_fact(offset)?;
+            if entry.kind == kind && entry.key == key {
+                return Ok(Some(entry.payload));
+            }
+        }
+        Ok(None)
+    }
+
+    fn read_fact(&self, offset: u64) -> Result<FactEntry, HistoryError> {
+        let what = format!("the fact at byte {offset}");
+        let mut header = self.read_bytes(&self.inner.files.facts, FACTS_CACHE, offset, FRAME_HEADER_BYTES)?;
+        if frame_len(&header).is_err() {
+            // A stale cached last page: read the header from disk.
+            self.inner.cache.invalidate((FACTS_CACHE, offset / u64::try_from(PAGE_BYTES).expect("fits")));
+            header = self.read_bytes(&self.inner.files.facts, FACTS_CACHE, offset, FRAME_HEADER_BYTES)?;
+        }
+        let len = frame_len(&header).map_err(|error| format_damage(&self.path_of_cache(FACTS_CACHE), &what, &error))?;
+        self.read_frame(&self.inner.files.facts, FACTS_CACHE, offset, len, &what)
+    }
+}
+
+/// The newest status change of a transfer in the files.
+fn newest_change(state: &State, ordinal: u64) -> Option<Change> {
+    state.active.changes.get(&ordinal).or_else(|| state.frozen.as_ref()?.changes.get(&ordinal)).copied()
+}
+
+/// `transfer` (at `ordinal`) with the newest change the memtables hold for it.
+fn overlay(state: &State, ordinal: u64, transfer: Arc<Transfer>) -> Arc<Transfer> {
+    match newest_change(state, ordinal) {
+        Some(change) if change.last_seq > transfer.last_seq => {
+            let mut changed = (*transfer).clone();
+            changed.status = change.status;
+            changed.posted_amount = change.posted_amount;
+            changed.last_seq = change.last_seq;
+            Arc::new(changed)
+        }
+        _ => transfer,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Checkpoints and merges
+// ---------------------------------------------------------------------------------------------
+
+impl History {
+    fn checkpoint_loop(&self) {
+        let interval = Duration::from_millis(self.inner.settings.checkpoint_interval_ms.max(1));
+        loop {
+            let frozen = {
+                let queue = lock(&self.inner.queue);
+                let (mut queue, timeout) = self
+                    .inner
+                    .queue_changed
+                    .wait_timeout_while(queue, interval, |queue| queue.pending.is_none() && !queue.stop)
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                if queue.pending.is_none() {
+                    if queue.stop {
+                        return;
+                    }
+                    if timeout.timed_out() {
+                        drop(queue);
+                        // Nothing arrived for a while: write what is there, so that a restart
+                        // re-derives little.
+                        let _ = self.freeze(false);
+                    }
+                    continue;
+                }
+                queue.busy = true;
+                queue.pending.take().expect("checked")
+            };
+            let started = Instant::now();
+            let result = self.write_checkpoint(frozen);
+            let mut queue = lock(&self.inner.queue);
+            queue.busy = false;
+            queue.completed += 1;
+            match result {
+                Ok(watermark) => {
+                    metrics::histogram!("ledger_history_checkpoint_duration_seconds")
+                        .record(started.elapsed().as_secs_f64());
+                    tracing::debug!(watermark, "history checkpoint");
+                }
+                Err(error) => {
+                    tracing::error!(%error, "a history checkpoint failed; the history stops taking records");
+                    queue.failed = Some(error.to_string());
+                }
+            }
+            self.inner.queue_changed.notify_all();
+            drop(queue);
+            self.want_merge();
+        }
+    }
+
+    /// Writes a frozen memtable to the files, syncs them, then the manifest; returns the new
+    /// watermark.
+    fn write_checkpoint(&self, frozen: Frozen) -> Result<u64, HistoryError> {
+        let dir = &self.inner.dir;
+        let files = &self.inner.files;
+        let memtable = &frozen.memtable;
+        let mut manifest_guard = lock(&self.inner.manifest);
+        let mut manifest = manifest_guard.clone();
+        assert_eq!(memtable.first_ordinal, manifest.transfers, "checkpoints continue where the files end");
+
+        // The accounts created since the last checkpoint.
+        let mut accounts_bytes = Vec::new();
+        {
+            let state = read_lock(&self.inner.state);
+            let start = usize::try_from(manifest.accounts).expect("fits");
+            let end = usize::try_from(frozen.accounts_end).expect("fits");
+            for account in &state.accounts[start..end] {
+                push_frame(
+                    &mut accounts_bytes,
+                    &AccountEntry { id: account.id.clone(), currency: account.currency.clone() },
+                );
+            }
+        }
+        write_at(files, &files.accounts, &dir.join(ACCOUNTS_NAME), &accounts_bytes, manifest.accounts_bytes)?;
+
+        // Transfers: strings, records, and the page index.
+        let mut strings = Vec::new();
+        let mut records = Vec::with_capacity(memtable.transfers.len() * TRANSFER_RECORD_BYTES);
+        let mut page_seqs = Vec::new();
+        for (index, entry) in memtable.transfers.iter().enumerate() {
+            let ordinal = memtable.first_ordinal + u64::try_from(index).expect("fits");
+            let transfer = &entry.transfer;
+            let strings_offset = manifest.strings_bytes + u64::try_from(strings.len()).expect("fits");
+            let strings_bytes = push_frame(
+                &mut strings,
+                &TransferStrings {
+                    id: transfer.id.clone(),
+                    description: transfer.description.clone(),
+                    metadata: transfer.metadata.clone(),
+                },
+            );
+            let record = TransferRecord {
+                seq: transfer.seq,
+                last_seq: transfer.last_seq,
+                created_at_ms: transfer.created_at_ms,
+                amount: transfer.amount,
+                posted_amount: transfer.posted_amount,
+                debit_account: entry.debit,
+                credit_account: entry.credit,
+                previous_of_debit: entry.previous_of_debit,
+                previous_of_credit: entry.previous_of_credit,
+                timeout_seconds: transfer.timeout_seconds,
+                strings_offset,
+                strings_bytes: u32::try_from(strings_bytes).expect("a frame is below 4 GiB"),
+                status: transfer.status,
+                pending: transfer.pending,
+                fingerprint: entry.fingerprint,
+            };
+            records.extend_from_slice(&record.encode());
+            if ordinal.is_multiple_of(RECORDS_PER_PAGE) {
+                page_seqs.push(transfer.seq);
+            }
+        }
+        write_at(files, &files.strings, &dir.join(STRINGS_NAME), &strings, manifest.strings_bytes)?;
+        let record_bytes = u64::try_from(TRANSFER_RECORD_BYTES).expect("fits");
+        write_at(files, &files.transfers, &dir.join(TRANSFERS_NAME), &records, memtable.first_ordinal * record_bytes)?;
+        let page_bytes: Vec<u8> = page_seqs.iter().flat_map(|seq| seq.to_le_bytes()).collect();
+        let pages_offset = memtable.first_ordinal.div_ceil(RECORDS_PER_PAGE) * 8;
+        write_at(files, &files.pages, &dir.join(PAGES_NAME), &page_bytes, pages_offset)?;
+
+        // Facts, in log order.
+        let mut facts: Vec<&Arc<FactEntry>> = memtable.facts.values().collect();
+        facts.sort_unstable_by_key(|entry| entry.seq);
+        let mut fact_bytes = Vec::new();
+        let mut fact_entries = Vec::with_capacity(facts.len());
+        for entry in facts {
+            let offset = manifest.facts_bytes + u64::try_from(fact_bytes.len()).expect("fits");
+            push_frame(&mut fact_bytes, &**entry);
+            fact_entries.push((self.fact_fingerprint(&entry.kind, &entry.key), offset));
+        }
+        write_at(files, &files.facts, &dir.join(FACTS_NAME), &fact_bytes, manifest.facts_bytes)?;
+
+        // The new index runs.
+        let mut new_transfer_run = None;
+        if !memtable.transfers.is_empty() {
+            let mut entries: Vec<(u64, u64)> = memtable
+                .transfers
+                .iter()
+                .enumerate()
+                .map(|(index, entry)| (entry.fingerprint, memtable.first_ordinal + u64::try_from(index).expect("fits")))
+                .collect();
+            entries.sort_unstable();
+            let number = manifest.next_file_number;
+            manifest.next_file_number += 1;
+            let count = u64::try_from(entries.len()).expect("fits");
+            new_transfer_run =
+                Some(Arc::new(Run::write(&dir.join(run_name(number)), number, count, entries.into_iter())?));
+        }
+        let mut new_fact_run = None;
+        if !fact_entries.is_empty() {
+            fact_entries.sort_unstable();
+            let number = manifest.next_file_number;
+            manifest.next_file_number += 1;
+            let count = u64::try_from(fact_entries.len()).expect("fits");
+            new_fact_run =
+                Some(Arc::new(Run::write(&dir.join(run_name(number)), number, count, fact_entries.into_iter())?));
+        }
+
+        // Holds of earlier checkpoints posted, voided or expired since: in place.
+        if !memtable.changes.is_empty() || !memtable.first_ordinal.is_multiple_of(RECORDS_PER_PAGE) {
+            let path = dir.join(TRANSFERS_NAME);
+            let _writing = write_lock(&self.inner.records_lock);
+            for (ordinal, change) in &memtable.changes {
+                let offset = ordinal * record_bytes;
+                let mut bytes = [0_u8; TRANSFER_RECORD_BYTES];
+                files.transfers.read_exact_at(&mut bytes, offset).map_err(io_error(&path, "read a record"))?;
+                let mut record = TransferRecord::decode(&bytes)
+                    .map_err(|error| format_damage(&path, &format!("the record of transfer {ordinal}"), &error))?;
+                if change.last_seq > record.last_seq {
+                    record.status = change.status;
+                    record.posted_amount = change.posted_amount;
+                    record.last_seq = change.last_seq;
+                    files
+                        .transfers
+                        .write_all_at(&record.encode(), offset)
+                        .map_err(io_error(&path, "write a record"))?;
+                }
+                self.inner.cache.invalidate((TRANSFERS_CACHE, ordinal / RECORDS_PER_PAGE));
+            }
+            // The page the new records began on was partly on disk: its cached copy is stale.
+            self.inner.cache.invalidate((TRANSFERS_CACHE, memtable.first_ordinal / RECORDS_PER_PAGE));
+        }
+
+        // Heads, when they moved.
+        let heads_changed = !memtable.transfers.is_empty() || frozen.accounts_end != manifest.accounts;
+        let old_heads = manifest.heads_number;
+        if heads_changed {
+            let number = manifest.next_file_number;
+            manifest.next_file_number += 1;
+            let path = dir.join(heads_name(number));
+            let file = File::create(&path).map_err(io_error(&path, "create"))?;
+            file.write_all_at(&encode_heads(&frozen.heads), 0).map_err(io_error(&path, "write"))?;
+            file.sync_all().map_err(io_error(&path, "fsync"))?;
+            manifest.heads_number = number;
+        }
+
+        for (file, name) in [
+            (&files.transfers, TRANSFERS_NAME),
+            (&files.strings, STRINGS_NAME),
+            (&files.accounts, ACCOUNTS_NAME),
+            (&files.facts, FACTS_NAME),
+            (&files.pages, PAGES_NAME),
+        ] {
+            file.sync_data().map_err(io_error(&dir.join(name), "fdatasync"))?;
+        }
+        sync_dir(dir).map_err(io_error(dir, "fsync the directory"))?;
+
+        manifest.watermark_seq = memtable.last_seq;
+        manifest.transfers = memtable.end_ordinal();
+        manifest.strings_bytes += u64::try_from(strings.len()).expect("fits");
+        manifest.accounts = frozen.accounts_end;
+        manifest.accounts_bytes += u64::try_from(accounts_bytes.len()).expect("fits");
+        manifest.facts_bytes += u64::try_from(fact_bytes.len()).expect("fits");
+        if let Some(run) = &new_transfer_run {
+            manifest.transfer_runs.push(RunName { number: run.number, entries: run.entries() });
+        }
+        if let Some(run) = &new_fact_run {
+            manifest.fact_runs.push(RunName { number: run.number, entries: run.entries() });
+        }
+        write_manifest(dir, &manifest)?;
+
+        {
+            let mut state = write_lock(&self.inner.state);
+            state.disk.transfers = manifest.transfers;
+            state.disk.strings_bytes = manifest.strings_bytes;
+            state.disk.facts_bytes = manifest.facts_bytes;
+            state.disk.transfer_runs.extend(new_transfer_run);
+            state.disk.fact_runs.extend(new_fact_run);
+            state.page_seqs.extend(page_seqs);
+            state.frozen = None;
+        }
+        let watermark = manifest.watermark_seq;
+        *manifest_guard = manifest;
+        drop(manifest_guard);
+        self.inner.durable.store(watermark, Ordering::Release);
+        if heads_changed {
+            let _ = std::fs::remove_file(dir.join(heads_name(old_heads)));
+        }
+        metrics::gauge!("ledger_history_durable_seq").set(seq_as_gauge(watermark));
+        Ok(watermark)
+    }
+
+    fn want_merge(&self) {
+        let (wanted, condvar) = &self.inner.merge_wanted;
+        *lock(wanted) = true;
+        condvar.notify_all();
+    }
+
+    fn merge_loop(&self) {
+        loop {
+            {
+                let (wanted, condvar) = &self.inner.merge_wanted;
+                let mut flag =
+                    condvar.wait_while(lock(wanted), |flag| !*flag).unwrap_or_else(std::sync::PoisonError::into_inner);
+                *flag = false;
+            }
+            if lock(&self.inner.queue).stop {
+                return;
+            }
+            for facts in [false, true] {
+                if lock(&self.inner.queue).stop {
+                    return;
+                }
+                loop {
+                    match self.merge_once(facts) {
+                        Ok(true) => continue,
+                        Ok(false) => break,
+                        Err(error) => {
+                            tracing::error!(%error, "merging index runs failed; lookups go on over the unmerged runs");
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Merges one tier of runs if one is due; returns whether it did.
+    fn merge_once(&self, facts: bool) -> Result<bool, HistoryError> {
+        let (runs, number) = {
+            let mut manifest = lock(&self.inner.manifest);
+            let state = read_lock(&self.inner.state);
+            let runs = if facts { &state.disk.fact_runs } else { &state.disk.transfer_runs };
+            let Some(group) = tier_to_merge(runs) else { return Ok(false) };
+            let number = manifest.next_file_number;
+            manifest.next_file_number += 1;
+            (group, number)
+        };
+        let started = Instant::now();
+        let path = self.inner.dir.join(run_name(number));
+        let merged = Arc::new(run::merge(&runs, &path, number)?);
+        let mut manifest_guard = lock(&self.inner.manifest);
+        let mut manifest = manifest_guard.clone();
+        let merged_numbers: Vec<u64> = runs.iter().map(|run| run.number).collect();
+        let names = if facts { &mut manifest.fact_runs } else { &mut manifest.transfer_runs };
+        names.retain(|name| !merged_numbers.contains(&name.number));
+        names.push(RunName { number, entries: merged.entries() });
+        write_manifest(&self.inner.dir, &manifest)?;
+        {
+            let mut state = write_lock(&self.inner.state);
+            let runs = if facts { &mut state.disk.fact_runs } else { &mut state.disk.transfer_runs };
+            runs.retain(|run| !merged_numbers.contains(&run.number));
+            runs.push(merged.clone());
+        }
+        *manifest_guard = manifest;
+        drop(manifest_guard);
+        for run in &runs {
+            let _ = std::fs::remove_file(&run.path);
+        }
+        metrics::histogram!("ledger_history_merge_duration_seconds").record(started.elapsed().as_secs_f64());
+        tracing::debug!(entries = merged.entries(), runs = runs.len(), "history index runs merged");
+        Ok(true)
+    }
+}
+
+/// The runs of the smallest tier with [`MERGE_FAN_IN`] runs of similar size, if any.
+fn tier_to_merge(runs: &[Arc<Run>]) -> Option<Vec<Arc<Run>>> {
+    let mut by_size: Vec<&Arc<Run>> = runs.iter().collect();
+    by_size.sort_by_key(|run| run.entries());
+    by_size.windows(MERGE_FAN_IN).find_map(|window| {
+        let smallest = window[0].entries().max(1);
+        let largest = window[MERGE_FAN_IN - 1].entries();
+        (largest <= smallest.saturating_mul(TIER_RATIO)).then(|| window.iter().map(|run| (*run).clone()).collect())
+    })
+}
+
+fn write_at(_files: &Files, file: &File, path: &Path, bytes: &[u8], offset: u64) -> Result<(), HistoryError> {
+    if bytes.is_empty() {
+        return Ok(());
+    }
+    file.write_all_at(bytes, offset).map_err(io_error(path, "write"))
+}
+
+/// A sequence as a gauge value (exact below 2^53, which any sequence here is).
+fn seq_as_gauge(seq: u64) -> f64 {
+    let high = f64::from(u32::try_from(seq >> 32).unwrap_or(u32::MAX));
+    let low = f64::from(u32::try_from(seq & 0xffff_ffff).unwrap_or(u32::MAX));
+    high * 4_294_967_296.0 + low
+}

@@ -1,0 +1,301 @@
+//! The history against an in-memory reference (`engine::TransferBook`) over random logs: every
+//! transfer readable by id in its current state, every account's history complete and newest
+//! first through pages, every fact's latest payload, across checkpoints, merges, clean reopens
+//! and crashes (threads stopped without the last checkpoint, then the log after the watermark
+//! ingested again, as recovery does).
+
+use engine::ledger::TransferDecision;
+use engine::{Amount, Currency, Id, Ledger, Metadata, Overdraft, Record, TransferBook, TransferRequest, WrittenAmount};
+use history::{History, HistorySettings};
+use proptest::prelude::*;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use std::collections::BTreeMap;
+
+const ACCOUNTS: usize = 6;
+
+fn id(text: &str) -> Id {
+    Id::parse_internal(text).unwrap()
+}
+
+fn account_id(index: usize) -> Id {
+    id(&format!("acct-{index}"))
+}
+
+/// The latest payload of each (kind, key).
+type Facts = BTreeMap<(String, String), Vec<u8>>;
+
+/// A random valid log: accounts, plain and pending transfers, posts, voids, expiries, facts.
+fn random_log(seed: u64, operations: usize) -> (Vec<Record>, TransferBook, Facts) {
+    let mut random = SmallRng::seed_from_u64(seed);
+    let mut ledger = Ledger::default();
+    let mut book = TransferBook::default();
+    let mut facts = BTreeMap::new();
+    let mut records = Vec::new();
+    let apply = |ledger: &mut Ledger, book: &mut TransferBook, records: &mut Vec<Record>, record: Record| {
+        let seq = ledger.last_seq + 1;
+        ledger.apply(seq, &record).unwrap();
+        book.apply(seq, &record).unwrap();
+        records.push(record);
+    };
+    for index in 0..ACCOUNTS {
+        let overdraft = if index == 0 { Overdraft::Unlimited } else { Overdraft::Limited(Amount::ZERO) };
+        let record = Record::CreateAccount {
+            id: account_id(index),
+            currency: Currency::new("USD", 2),
+            overdraft,
+            metadata: Metadata::new(),
+            created_at_ms: 1,
+        };
+        apply(&mut ledger, &mut book, &mut records, record);
+    }
+    let mut now_ms = 1_000_000_i64;
+    let mut names: Vec<Id> = Vec::new();
+    for step in 0..operations {
+        now_ms += 700;
+        let choice = random.random_range(0..10);
+        let record = match choice {
+            0..=5 => {
+                let debit = if random.random_range(0..3) == 0 { 0 } else { random.random_range(0..ACCOUNTS) };
+                let credit = random.random_range(0..ACCOUNTS);
+                let pending = random.random_bool(0.4);
+                let request = TransferRequest {
+                    id: id(&format!("t-{step}-{}", "x".repeat(random.random_range(0..40)))),
+                    debit_account: account_id(debit),
+                    credit_account: account_id(credit),
+                    amount: WrittenAmount::from_minor_units(random.random_range(1..5_000), 2),
+                    pending,
+                    timeout_seconds: if pending && random.random_bool(0.3) { 2 } else { 0 },
+                    description: if random.random_bool(0.5) { "rent ünï \"q\"".to_owned() } else { String::new() },
+                    metadata: if random.random_bool(0.3) {
+                        [("k".to_owned(), format!("v{step}"))].into()
+                    } else {
+                        Metadata::new()
+                    },
+                };
+                match ledger.create_transfer(&request, book.get(&request.id), now_ms) {
+                    Ok(TransferDecision::New(record)) => {
+                        names.push(request.id.clone());
+                        Some(record)
+                    }
+                    _ => None,
+                }
+            }
+            6 | 7 if !names.is_empty() => {
+                let name = &names[random.random_range(0..names.len())];
+                if choice == 6 {
+                    let amount = book.get(name).map(|stored| {
+                        WrittenAmount::from_minor_units(stored.amount.minor_units().unsigned_abs() / 2 + 1, 2)
+                    });
+                    ledger
+                        .post(book.get(name), amount.as_ref().filter(|_| random.random_bool(0.5)), now_ms)
+                        .ok()
+                        .flatten()
+                } else {
+                    ledger.void(book.get(name), now_ms).ok().flatten()
+                }
+            }
+            8 => ledger.expire(now_ms).into_iter().next(),
+            _ => {
+                let key = format!("key-{}", random.random_range(0..5));
+                let payload = format!("payload {step}").into_bytes();
+                facts.insert(("payments.deposit".to_owned(), key.clone()), payload.clone());
+                Some(Record::External { kind: "payments.deposit".to_owned(), key, payload })
+            }
+        };
+        if let Some(record) = record {
+            apply(&mut ledger, &mut book, &mut records, record);
+        }
+    }
+    (records, book, facts)
+}
+
+fn settings() -> HistorySettings {
+    HistorySettings { cache_bytes: 1 << 16, checkpoint_records: 13, checkpoint_interval_ms: 60_000 }
+}
+
+/// Ingests `records[from..to]` (0-based indexes, so `records[i]` has seq `i + 1`) in groups.
+fn ingest(history: &History, records: &[Record], from: usize, to: usize, random: &mut SmallRng) {
+    let mut at = from;
+    while at < to {
+        let len = random.random_range(1..=9).min(to - at);
+        history.ingest(u64::try_from(at).unwrap() + 1, &records[at..at + len]).unwrap();
+        at += len;
+    }
+}
+
+fn check(history: &History, book: &TransferBook, facts: &Facts, upto_seq: u64) {
+    for transfer in book.transfers.values().filter(|transfer| transfer.seq <= upto_seq) {
+        let mut expected = (**transfer).clone();
+        // The book is at the end of the log; the history at `upto_seq`.
+        if expected.last_seq > upto_seq {
+            expected.status = engine::TransferStatus::Pending;
+            expected.posted_amount = Amount::ZERO;
+            expected.last_seq = expected.seq;
+        }
+        let stored = history.transfer(&transfer.id).unwrap().unwrap_or_else(|| panic!("{} is missing", transfer.id));
+        assert_eq!(*stored, expected);
+    }
+    assert_eq!(history.transfer(&id("never-stored")).unwrap(), None);
+    for index in 0..ACCOUNTS {
+        let account = account_id(index);
+        // Account `index` is created at seq `index + 1`.
+        if u64::try_from(index).unwrap() >= upto_seq {
+            assert_eq!(history.account_transfers(&account, None, 3).unwrap(), None);
+            continue;
+        }
+        let mut expected: Vec<(u64, Id)> = book
+            .transfers
+            .values()
+            .filter(|transfer| transfer.seq <= upto_seq)
+            .filter(|transfer| transfer.debit_account == account || transfer.credit_account == account)
+            .map(|transfer| (transfer.seq, transfer.id.clone()))
+            .collect();
+        expected.sort_by(|a, b| b.cmp(a));
+        let mut seen = Vec::new();
+        let mut cursor = None;
+        loop {
+            let page = history.account_transfers(&account, cursor, 3).unwrap().expect("the account is known");
+            assert!(page.transfers.len() <= 3);
+            seen.extend(page.transfers.iter().map(|transfer| (transfer.seq, transfer.id.clone())));
+            match page.next {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+        }
+        assert_eq!(seen, expected, "history of {account}");
+    }
+    assert_eq!(history.account_transfers(&id("nobody"), None, 3).unwrap(), None);
+    // Facts as of `upto_seq` are checked at the end only (the reference holds the last).
+    if upto_seq == u64::MAX {
+        for ((kind, key), payload) in facts {
+            assert_eq!(history.fact(kind, key).unwrap().as_deref(), Some(payload.as_slice()), "fact {key}");
+        }
+        assert_eq!(history.fact("payments.deposit", "missing").unwrap(), None);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 20, ..ProptestConfig::default() })]
+
+    #[test]
+    fn the_history_agrees_with_the_book(seed in any::<u64>(), operations in 50..400_usize) {
+        let (records, book, facts) = random_log(seed, operations);
+        let dir = tempfile::tempdir().unwrap();
+        let mut random = SmallRng::seed_from_u64(seed ^ 0x5eed);
+        let (mut history, mut threads) = History::open(dir.path(), settings()).unwrap();
+        let mut at = 0;
+        while at < records.len() {
+            let to = (at + random.random_range(1..80)).min(records.len());
+            ingest(&history, &records, at, to, &mut random);
+            at = to;
+            match random.random_range(0..6) {
+                0 => {
+                    history.checkpoint().unwrap();
+                }
+                1 => {
+                    // A clean stop and reopen.
+                    history.close(threads).unwrap();
+                    (history, threads) = History::open(dir.path(), settings()).unwrap();
+                    prop_assert_eq!(history.durable_seq(), u64::try_from(at).unwrap());
+                }
+                2 => {
+                    // A crash: what was not checkpointed is ingested again from the log.
+                    drop(threads);
+                    (history, threads) = History::open(dir.path(), settings()).unwrap();
+                    let watermark = usize::try_from(history.durable_seq()).unwrap();
+                    prop_assert!(watermark <= at);
+                    ingest(&history, &records, watermark, at, &mut random);
+                }
+                _ => {}
+            }
+            check(&history, &book, &facts, u64::try_from(at).unwrap());
+        }
+        check(&history, &book, &facts, u64::MAX);
+        let stats = history.stats();
+        prop_assert_eq!(stats.transfers, u64::try_from(book.transfers.len()).unwrap());
+        history.close(threads).unwrap();
+    }
+}
+
+#[test]
+fn records_past_the_watermark_are_refused_out_of_order_and_overlaps_are_skipped() {
+    let (records, book, facts) = random_log(7, 200);
+    let dir = tempfile::tempdir().unwrap();
+    let (history, threads) = History::open(dir.path(), settings()).unwrap();
+    history.ingest(1, &records[..10]).unwrap();
+    assert!(history.ingest(12, &records[11..12]).is_err(), "a gap is refused");
+    // A group that overlaps what was ingested: only its new records count.
+    history.ingest(5, &records[4..]).unwrap();
+    check(&history, &book, &facts, u64::MAX);
+    history.close(threads).unwrap();
+}
+
+#[test]
+fn a_checkpoint_cut_short_leaves_nothing_behind() {
+    let (records, book, facts) = random_log(11, 300);
+    let dir = tempfile::tempdir().unwrap();
+    let (history, threads) = History::open(dir.path(), settings()).unwrap();
+    let half = records.len() / 2;
+    history.ingest(1, &records[..half]).unwrap();
+    let watermark = history.checkpoint().unwrap();
+    drop(threads);
+    drop(history);
+    // What a checkpoint that stopped half-way leaves: bytes past the manifest, a new run file.
+    let history_dir = dir.path().join("history");
+    for name in ["transfers.dat", "strings.dat", "facts.dat", "accounts.dat", "pages.idx"] {
+        let mut file = std::fs::OpenOptions::new().append(true).open(history_dir.join(name)).unwrap();
+        std::io::Write::write_all(&mut file, &[0xab; 300]).unwrap();
+    }
+    std::fs::write(history_dir.join("run-999.idx"), b"partial").unwrap();
+    let (history, threads) = History::open(dir.path(), settings()).unwrap();
+    assert_eq!(history.durable_seq(), watermark);
+    assert!(!history_dir.join("run-999.idx").exists());
+    ingest(&history, &records, usize::try_from(watermark).unwrap(), records.len(), &mut SmallRng::seed_from_u64(1));
+    check(&history, &book, &facts, u64::MAX);
+    history.close(threads).unwrap();
+}
+
+#[test]
+fn damage_is_found_and_named_never_answered_wrongly() {
+    let (records, book, _) = random_log(13, 300);
+    let dir = tempfile::tempdir().unwrap();
+    let (history, threads) = History::open(dir.path(), settings()).unwrap();
+    history.ingest(1, &records).unwrap();
+    history.close(threads).unwrap();
+    let history_dir = dir.path().join("history");
+    let transfers = std::fs::read(history_dir.join("transfers.dat")).unwrap();
+    // A flipped byte in one record: reading that transfer is an error naming the file.
+    let mut damaged = transfers.clone();
+    damaged[128 * 3 + 30] ^= 0x20;
+    std::fs::write(history_dir.join("transfers.dat"), &damaged).unwrap();
+    let (history, threads) = History::open(dir.path(), settings()).unwrap();
+    let mut errors = 0;
+    for transfer in book.transfers.values() {
+        match history.transfer(&transfer.id) {
+            Ok(Some(stored)) => assert_eq!(stored, *transfer),
+            Ok(None) => panic!("{} is missing", transfer.id),
+            Err(error) => {
+                assert!(error.is_damage() && error.to_string().contains("transfers.dat"), "{error}");
+                errors += 1;
+            }
+        }
+    }
+    assert_eq!(errors, 1, "exactly the damaged record is refused");
+    drop(threads);
+    std::fs::write(history_dir.join("transfers.dat"), &transfers).unwrap();
+    // A damaged manifest or heads file: the history does not open.
+    for name in ["MANIFEST", "accounts.dat"] {
+        let clean = std::fs::read(history_dir.join(name)).unwrap();
+        let mut damaged = clean.clone();
+        let at = damaged.len() - 2;
+        damaged[at] ^= 0x01;
+        std::fs::write(history_dir.join(name), &damaged).unwrap();
+        let error = History::open(dir.path(), settings()).err().expect("refused");
+        assert!(error.is_damage(), "{name}: {error}");
+        std::fs::write(history_dir.join(name), &clean).unwrap();
+    }
+    let (history, threads) = History::open(dir.path(), settings()).unwrap();
+    assert!(history.transfer(&book.transfers.values().next().unwrap().id).unwrap().is_some());
+    history.close(threads).unwrap();
+}
