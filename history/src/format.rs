@@ -171,9 +171,11 @@ pub struct TransferStrings {
     pub metadata: Metadata,
 }
 
-/// One account of the directory: its id and currency (its ordinal is its position).
+/// One account of the directory: its creation sequence, id and currency (its ordinal is its
+/// position).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccountEntry {
+    pub seq: u64,
     pub id: Id,
     pub currency: Currency,
 }

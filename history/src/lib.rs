@@ -20,4 +20,6 @@ pub mod format;
 pub mod run;
 pub mod store;
 
-pub use store::{AccountPage, HISTORY_DIR_NAME, History, HistoryError, HistorySettings, HistoryStats, HistoryThreads};
+pub use store::{
+    AccountPage, HISTORY_DIR_NAME, History, HistoryError, HistorySettings, HistoryStats, HistoryThreads, VerifyReport,
+};

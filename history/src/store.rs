@@ -143,6 +143,14 @@ struct MemTransfer {
     fingerprint: u64,
 }
 
+/// What a look-up found of a transfer in the files, for a change to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stored {
+    ordinal: u64,
+    status: TransferStatus,
+    last_seq: u64,
+}
+
 /// A status change of a hold that is in the files already (applied in place at the next
 /// checkpoint).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -183,6 +191,7 @@ impl Memtable {
 /// One account of the directory.
 #[derive(Debug, Clone)]
 struct AccountInfo {
+    seq: u64,
     id: Id,
     currency: Currency,
 }
@@ -300,11 +309,6 @@ fn write_lock<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-/// fsyncs a directory, so that the entries created in it survive a power loss.
-pub fn sync_dir(path: &Path) -> std::io::Result<()> {
-    File::open(path)?.sync_all()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -478,7 +482,7 @@ impl History {
         };
         write_manifest(dir, &manifest)?;
         if let Some(parent) = dir.parent() {
-            sync_dir(parent).map_err(io_error(parent, "fsync the directory"))?;
+            durable::sync_dir(parent).map_err(io_error(parent, "fsync the directory"))?;
         }
         Ok(manifest)
     }
@@ -595,7 +599,7 @@ fn load_accounts(dir: &Path, file: &File, manifest: &Manifest) -> Result<(Vec<Ac
         if ordinals.insert(entry.id.clone(), ordinal).is_some() {
             return Err(damaged(&path, format!("account {} is listed twice", entry.id)));
         }
-        accounts.push(AccountInfo { id: entry.id, currency: entry.currency });
+        accounts.push(AccountInfo { seq: entry.seq, id: entry.id, currency: entry.currency });
         at += len;
     }
     if u64::try_from(accounts.len()).expect("fits") != manifest.accounts {
@@ -617,16 +621,8 @@ fn load_page_seqs(dir: &Path, file: &File, pages: u64) -> Result<Vec<u64>, Histo
 }
 
 fn write_manifest(dir: &Path, manifest: &Manifest) -> Result<(), HistoryError> {
-    let path = dir.join(MANIFEST_NAME);
-    let temporary = dir.join("MANIFEST.tmp");
-    let bytes = manifest.encode();
-    {
-        let file = File::create(&temporary).map_err(io_error(&temporary, "create"))?;
-        file.write_all_at(&bytes, 0).map_err(io_error(&temporary, "write"))?;
-        file.sync_all().map_err(io_error(&temporary, "fsync"))?;
-    }
-    std::fs::rename(&temporary, &path).map_err(io_error(&path, "rename into place"))?;
-    sync_dir(dir).map_err(io_error(dir, "fsync the directory"))
+    durable::replace_file_with_bytes(dir, MANIFEST_NAME, &manifest.encode())
+        .map_err(io_error(&dir.join(MANIFEST_NAME), "write the manifest"))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -653,14 +649,17 @@ impl History {
             self.wait_for_room()?;
             // Look-ups of older transfers (for posts, voids and expiries) read the files:
             // done before taking the write lock.
-            let mut older: HashMap<Id, (u64, TransferStatus), ahash::RandomState> = HashMap::default();
+            let mut older: HashMap<Id, Stored, ahash::RandomState> = HashMap::default();
             for record in chunk {
                 match record {
                     Record::PostPending { transfer, .. }
                     | Record::VoidPending { transfer, .. }
                     | Record::ExpirePending { transfer, .. } => {
                         if let Some((ordinal, stored)) = self.find_transfer(transfer)? {
-                            older.insert(transfer.clone(), (ordinal, stored.status));
+                            older.insert(
+                                transfer.clone(),
+                                Stored { ordinal, status: stored.status, last_seq: stored.last_seq },
+                            );
                         }
                     }
                     Record::CreateTransfer { id, .. } => {
@@ -812,7 +811,7 @@ fn apply(
     state: &mut State,
     seq: u64,
     record: &Record,
-    older: &HashMap<Id, (u64, TransferStatus), ahash::RandomState>,
+    older: &HashMap<Id, Stored, ahash::RandomState>,
     fingerprint: impl Fn(&[u8]) -> u64,
 ) -> Result<(), String> {
     state.active.records += 1;
@@ -823,7 +822,7 @@ fn apply(
             }
             let ordinal = u32::try_from(state.accounts.len()).map_err(|_| "more than 2^32 accounts".to_owned())?;
             state.account_ordinals.insert(id.clone(), ordinal);
-            state.accounts.push(AccountInfo { id: id.clone(), currency: currency.clone() });
+            state.accounts.push(AccountInfo { seq, id: id.clone(), currency: currency.clone() });
             state.heads.push(0);
         }
         Record::CreateTransfer { id, debit_account, credit_account, .. } => {
@@ -881,7 +880,7 @@ fn change_hold(
     state: &mut State,
     seq: u64,
     id: &Id,
-    older: &HashMap<Id, (u64, TransferStatus), ahash::RandomState>,
+    older: &HashMap<Id, Stored, ahash::RandomState>,
     status: TransferStatus,
     posted_amount: Option<Amount>,
 ) -> Result<(), String> {
@@ -901,15 +900,26 @@ fn change_hold(
     }
     let in_frozen = state.frozen.as_ref().and_then(|frozen| {
         let ordinal = *frozen.by_id.get(id)?;
-        Some((ordinal, frozen.get(ordinal)?.transfer.status))
+        let transfer = &frozen.get(ordinal)?.transfer;
+        Some(Stored { ordinal, status: transfer.status, last_seq: transfer.last_seq })
     });
-    let (ordinal, stored_status) = match in_frozen {
+    let stored = match in_frozen {
         Some(found) => found,
         None => *older.get(id).ok_or_else(|| format!("transfer {id} does not exist"))?,
     };
+    let ordinal = stored.ordinal;
     // The newest word on the hold: a change ingested since, or what was stored.
-    let current = state.active.changes.get(&ordinal).map_or(stored_status, |change| change.status);
-    if current != TransferStatus::Pending {
+    let current = state
+        .active
+        .changes
+        .get(&ordinal)
+        .map_or((stored.status, stored.last_seq), |change| (change.status, change.last_seq));
+    if current == (status, seq) {
+        // Written in place already by a checkpoint that did not reach its manifest (or copied so
+        // by a backup): the log after the watermark brings it again.
+        return Ok(());
+    }
+    if current.0 != TransferStatus::Pending {
         return Err(format!("transfer {id} is not pending"));
     }
     state
@@ -1375,7 +1385,7 @@ impl History {
             for account in &state.accounts[start..end] {
                 push_frame(
                     &mut accounts_bytes,
-                    &AccountEntry { id: account.id.clone(), currency: account.currency.clone() },
+                    &AccountEntry { seq: account.seq, id: account.id.clone(), currency: account.currency.clone() },
                 );
             }
         }
@@ -1511,7 +1521,7 @@ impl History {
         ] {
             file.sync_data().map_err(io_error(&dir.join(name), "fdatasync"))?;
         }
-        sync_dir(dir).map_err(io_error(dir, "fsync the directory"))?;
+        durable::sync_dir(dir).map_err(io_error(dir, "fsync the directory"))?;
 
         manifest.watermark_seq = memtable.last_seq;
         manifest.transfers = memtable.end_ordinal();
@@ -1644,4 +1654,321 @@ fn seq_as_gauge(seq: u64) -> f64 {
     let high = f64::from(u32::try_from(seq >> 32).unwrap_or(u32::MAX));
     let low = f64::from(u32::try_from(seq & 0xffff_ffff).unwrap_or(u32::MAX));
     high * 4_294_967_296.0 + low
+}
+
+// ---------------------------------------------------------------------------------------------
+// Backups, exports and checks
+// ---------------------------------------------------------------------------------------------
+
+/// What [`History::verify`] found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VerifyReport {
+    pub transfers: u64,
+    pub accounts: u64,
+    pub facts: u64,
+    pub watermark_seq: u64,
+    /// Every problem found, for humans; empty when sound.
+    pub problems: Vec<String>,
+}
+
+impl History {
+    /// Copies the files as of the durable watermark into `target` (a new `history`
+    /// directory), consistently: the manifest and the files it names are taken under the
+    /// manifest's lock (run and heads files as hard links, so the lock is held briefly), the
+    /// append-only files up to the lengths it covers. A hold posted in place by a checkpoint
+    /// during the copy may show its newer state: recovery from the copy ingests the log after
+    /// the watermark again, which brings that change too (so copy the log after this).
+    pub fn backup_to(&self, target: &Path) -> Result<u64, HistoryError> {
+        let dir = &self.inner.dir;
+        let staging = dir.join(format!("backup-staging-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&staging);
+        std::fs::create_dir_all(&staging).map_err(io_error(&staging, "create the directory"))?;
+        let manifest = {
+            let manifest = lock(&self.inner.manifest).clone();
+            let names: Vec<String> = manifest
+                .transfer_runs
+                .iter()
+                .chain(&manifest.fact_runs)
+                .map(|run| run_name(run.number))
+                .chain((manifest.accounts > 0).then(|| heads_name(manifest.heads_number)))
+                .collect();
+            for name in &names {
+                std::fs::hard_link(dir.join(name), staging.join(name)).map_err(io_error(&dir.join(name), "link"))?;
+            }
+            manifest
+        };
+        let copied = (|| {
+            std::fs::create_dir_all(target).map_err(io_error(target, "create the directory"))?;
+            let record_bytes = u64::try_from(TRANSFER_RECORD_BYTES).expect("fits");
+            for (name, length) in [
+                (TRANSFERS_NAME, manifest.transfers * record_bytes),
+                (STRINGS_NAME, manifest.strings_bytes),
+                (ACCOUNTS_NAME, manifest.accounts_bytes),
+                (FACTS_NAME, manifest.facts_bytes),
+                (PAGES_NAME, manifest.transfers.div_ceil(RECORDS_PER_PAGE) * 8),
+            ] {
+                copy_prefix(&dir.join(name), &target.join(name), length)?;
+            }
+            for entry in std::fs::read_dir(&staging).map_err(io_error(&staging, "list"))? {
+                let entry = entry.map_err(io_error(&staging, "list"))?;
+                let to = target.join(entry.file_name());
+                std::fs::copy(entry.path(), &to).map_err(io_error(&to, "copy"))?;
+                File::open(&to).and_then(|file| file.sync_all()).map_err(io_error(&to, "fsync"))?;
+            }
+            write_manifest(target, &manifest)
+        })();
+        let _ = std::fs::remove_dir_all(&staging);
+        copied?;
+        Ok(manifest.watermark_seq)
+    }
+
+    /// Writes a new history at `target_data_dir` holding exactly what this one held at
+    /// `up_to_seq` (at most its watermark): the accounts and transfers created by then, each
+    /// in the state it had then, and the facts recorded by then. `progress` hears (transfers
+    /// done, transfers in all). For point-in-time restore.
+    pub fn export_to(
+        &self,
+        target_data_dir: &Path,
+        up_to_seq: u64,
+        settings: HistorySettings,
+        mut progress: impl FnMut(u64, u64),
+    ) -> Result<(), HistoryError> {
+        assert!(up_to_seq <= self.durable_seq(), "an export covers what the files hold");
+        let (target, threads) = History::open(target_data_dir, settings)?;
+        let accounts: Vec<AccountInfo> = {
+            let state = read_lock(&self.inner.state);
+            state.accounts.iter().filter(|account| account.seq <= up_to_seq).cloned().collect()
+        };
+        let (transfers, facts_bytes) = {
+            let state = read_lock(&self.inner.state);
+            (state.disk.transfers, state.disk.facts_bytes)
+        };
+        let no_older = HashMap::default();
+        let import = |seq: u64, record: &Record| -> Result<(), HistoryError> {
+            let mut state = write_lock(&target.inner.state);
+            apply(&mut state, seq, record, &no_older, |bytes| target.fingerprint(bytes))
+                .map_err(|reason| HistoryError::Ingest { seq, reason })?;
+            drop(state);
+            target.maybe_freeze()
+        };
+        for account in &accounts {
+            let record = Record::CreateAccount {
+                id: account.id.clone(),
+                currency: account.currency.clone(),
+                overdraft: engine::Overdraft::Unlimited,
+                metadata: engine::Metadata::new(),
+                created_at_ms: 0,
+            };
+            import(account.seq, &record)?;
+        }
+        for ordinal in 0..transfers {
+            if ordinal % 4096 == 0 {
+                progress(ordinal, transfers);
+                target.wait_for_room()?;
+            }
+            let transfer = self.locate(ordinal)?.transfer;
+            if transfer.seq > up_to_seq {
+                break;
+            }
+            let creation = Record::CreateTransfer {
+                id: transfer.id.clone(),
+                debit_account: transfer.debit_account.clone(),
+                credit_account: transfer.credit_account.clone(),
+                amount: transfer.amount,
+                currency: transfer.currency.clone(),
+                pending: transfer.pending,
+                timeout_seconds: transfer.timeout_seconds,
+                description: transfer.description.clone(),
+                metadata: transfer.metadata.clone(),
+                created_at_ms: transfer.created_at_ms,
+            };
+            import(transfer.seq, &creation)?;
+            // A hold resolved by then: its change. (One resolved later is pending then.)
+            if transfer.pending && transfer.status != TransferStatus::Pending && transfer.last_seq <= up_to_seq {
+                let (debit_account, credit_account) = (transfer.debit_account.clone(), transfer.credit_account.clone());
+                let change = match transfer.status {
+                    TransferStatus::Posted => Record::PostPending {
+                        transfer: transfer.id.clone(),
+                        debit_account,
+                        credit_account,
+                        pending_amount: transfer.amount,
+                        posted_amount: transfer.posted_amount,
+                    },
+                    TransferStatus::Voided => Record::VoidPending {
+                        transfer: transfer.id.clone(),
+                        debit_account,
+                        credit_account,
+                        pending_amount: transfer.amount,
+                    },
+                    TransferStatus::Expired | TransferStatus::Pending => Record::ExpirePending {
+                        transfer: transfer.id.clone(),
+                        debit_account,
+                        credit_account,
+                        pending_amount: transfer.amount,
+                    },
+                };
+                import(transfer.last_seq, &change)?;
+            }
+        }
+        progress(transfers, transfers);
+        let mut offset = 0;
+        while offset < facts_bytes {
+            let entry = self.read_fact(offset)?;
+            offset += u64::try_from(frame_len_of(&entry)).expect("fits");
+            if entry.seq <= up_to_seq {
+                let record = Record::External { kind: entry.kind, key: entry.key, payload: entry.payload };
+                import(entry.seq, &record)?;
+            }
+        }
+        {
+            let mut state = write_lock(&target.inner.state);
+            state.active.last_seq = up_to_seq;
+        }
+        target.inner.ingested.store(up_to_seq, Ordering::Release);
+        target.close(threads)?;
+        Ok(())
+    }
+
+    /// Every stored transfer in creation order, in its current state, to `visit` (checks of
+    /// the whole ledger; stops at the first error `visit` or a read returns).
+    pub fn for_each_transfer(
+        &self,
+        mut visit: impl FnMut(&Transfer) -> Result<(), String>,
+    ) -> Result<(), HistoryError> {
+        let count = read_lock(&self.inner.state).active.end_ordinal();
+        for ordinal in 0..count {
+            let located = self.locate(ordinal)?;
+            visit(&located.transfer).map_err(|reason| damaged(&self.inner.dir, reason))?;
+        }
+        Ok(())
+    }
+
+    /// Reads and checks everything the files hold: every record and its strings, every chain
+    /// link and head, every index run's pages and that they index exactly the transfers, every
+    /// fact, the page index. `progress` hears (transfers done, in all).
+    pub fn verify(&self, mut progress: impl FnMut(u64, u64)) -> Result<VerifyReport, HistoryError> {
+        let (transfers, accounts, heads, runs, fact_runs, facts_bytes, page_seqs) = {
+            let state = read_lock(&self.inner.state);
+            (
+                state.active.end_ordinal(),
+                state.accounts.len(),
+                state.heads.clone(),
+                state.disk.transfer_runs.clone(),
+                state.disk.fact_runs.clone(),
+                state.disk.facts_bytes,
+                state.page_seqs.clone(),
+            )
+        };
+        let mut report = VerifyReport {
+            transfers,
+            accounts: u64::try_from(accounts).expect("fits"),
+            watermark_seq: self.durable_seq(),
+            ..VerifyReport::default()
+        };
+        let problem = |report: &mut VerifyReport, text: String| {
+            if report.problems.len() < 100 {
+                report.problems.push(text);
+            }
+        };
+        let mut running_heads = vec![0_u64; accounts];
+        let mut previous_seq = 0;
+        for ordinal in 0..transfers {
+            if ordinal % 65_536 == 0 {
+                progress(ordinal, transfers);
+            }
+            let located = match self.locate(ordinal) {
+                Ok(located) => located,
+                Err(error) => {
+                    problem(&mut report, error.to_string());
+                    continue;
+                }
+            };
+            let transfer = &located.transfer;
+            if transfer.seq <= previous_seq {
+                problem(&mut report, format!("transfer {} at ordinal {ordinal} is out of log order", transfer.id));
+            }
+            previous_seq = transfer.seq;
+            if ordinal.is_multiple_of(RECORDS_PER_PAGE)
+                && page_seqs
+                    .get(usize::try_from(ordinal / RECORDS_PER_PAGE).expect("fits"))
+                    .is_some_and(|seq| *seq != transfer.seq)
+            {
+                problem(
+                    &mut report,
+                    format!("the page index disagrees with transfer {} at ordinal {ordinal}", transfer.id),
+                );
+            }
+            let (debit, credit) = (slot(located.debit), slot(located.credit));
+            if debit >= accounts || credit >= accounts || debit == credit {
+                problem(&mut report, format!("transfer {} names unknown or equal accounts", transfer.id));
+                continue;
+            }
+            if located.previous_of_debit != running_heads[debit] || located.previous_of_credit != running_heads[credit]
+            {
+                problem(&mut report, format!("the account histories are broken at transfer {}", transfer.id));
+            }
+            running_heads[debit] = ordinal + 1;
+            running_heads[credit] = ordinal + 1;
+            match self.find_transfer(&transfer.id) {
+                Ok(Some((found, _))) if found == ordinal => {}
+                Ok(_) => problem(&mut report, format!("the id index does not find transfer {}", transfer.id)),
+                Err(error) => problem(&mut report, error.to_string()),
+            }
+        }
+        progress(transfers, transfers);
+        if running_heads != heads {
+            problem(&mut report, "the heads of the account histories disagree with the transfers".to_owned());
+        }
+        let disk_transfers = read_lock(&self.inner.state).disk.transfers;
+        let indexed: u64 = runs.iter().map(|run| run.entries()).sum();
+        if indexed != disk_transfers {
+            problem(
+                &mut report,
+                format!("the id index holds {indexed} entries for {disk_transfers} transfers in the files"),
+            );
+        }
+        for run in runs.iter().chain(&fact_runs) {
+            for entry in run.entries_in_order() {
+                if let Err(error) = entry {
+                    problem(&mut report, error.to_string());
+                    break;
+                }
+            }
+        }
+        let mut offset = 0;
+        while offset < facts_bytes {
+            match self.read_fact(offset) {
+                Ok(entry) => {
+                    report.facts += 1;
+                    offset += u64::try_from(frame_len_of(&entry)).expect("fits");
+                }
+                Err(error) => {
+                    problem(&mut report, error.to_string());
+                    break;
+                }
+            }
+        }
+        Ok(report)
+    }
+}
+
+/// The length of a fact's frame.
+fn frame_len_of(entry: &FactEntry) -> usize {
+    let mut bytes = Vec::new();
+    push_frame(&mut bytes, entry)
+}
+
+/// Copies the first `length` bytes of `from` into a new `to`, synced.
+fn copy_prefix(from: &Path, to: &Path, length: u64) -> Result<(), HistoryError> {
+    let source = File::open(from).map_err(io_error(from, "open"))?;
+    let target = File::create(to).map_err(io_error(to, "create"))?;
+    let mut buffer = vec![0_u8; 1 << 20];
+    let mut at = 0;
+    while at < length {
+        let want = usize::try_from((length - at).min(1 << 20)).expect("fits");
+        source.read_exact_at(&mut buffer[..want], at).map_err(io_error(from, "read"))?;
+        target.write_all_at(&buffer[..want], at).map_err(io_error(to, "write"))?;
+        at += u64::try_from(want).expect("fits");
+    }
+    target.sync_all().map_err(io_error(to, "fsync"))
 }

@@ -299,3 +299,71 @@ fn damage_is_found_and_named_never_answered_wrongly() {
     assert!(history.transfer(&book.transfers.values().next().unwrap().id).unwrap().is_some());
     history.close(threads).unwrap();
 }
+
+#[test]
+fn exports_hold_the_history_as_it_was_at_any_sequence() {
+    let (records, book, _) = random_log(17, 400);
+    let dir = tempfile::tempdir().unwrap();
+    let (history, threads) = History::open(dir.path(), settings()).unwrap();
+    history.ingest(1, &records).unwrap();
+    history.checkpoint().unwrap();
+    let last = u64::try_from(records.len()).unwrap();
+    for up_to in [1, 6, 7, last / 3, last / 2, last - 1, last] {
+        let target = tempfile::tempdir().unwrap();
+        history.export_to(target.path(), up_to, settings(), |_, _| {}).unwrap();
+        let (exported, exported_threads) = History::open(target.path(), settings()).unwrap();
+        assert_eq!(exported.durable_seq(), up_to);
+        check(&exported, &book, &Facts::new(), up_to);
+        // The export continues the log where it stopped.
+        let from = usize::try_from(up_to).unwrap();
+        exported.ingest(up_to + 1, &records[from..]).unwrap();
+        check(&exported, &book, &Facts::new(), last);
+        exported.close(exported_threads).unwrap();
+    }
+    history.close(threads).unwrap();
+}
+
+#[test]
+fn a_backup_taken_while_ingesting_recovers_to_the_same_history() {
+    let (records, book, facts) = random_log(19, 400);
+    let dir = tempfile::tempdir().unwrap();
+    let (history, threads) = History::open(dir.path(), settings()).unwrap();
+    let half = records.len() / 2;
+    history.ingest(1, &records[..half]).unwrap();
+    let target = tempfile::tempdir().unwrap();
+    let watermark = std::thread::scope(|scope| {
+        let ingesting = scope.spawn(|| history.ingest(u64::try_from(half).unwrap() + 1, &records[half..]).unwrap());
+        let watermark = history.backup_to(&target.path().join("history")).unwrap();
+        ingesting.join().unwrap();
+        watermark
+    });
+    history.close(threads).unwrap();
+    let (copy, copy_threads) = History::open(target.path(), settings()).unwrap();
+    assert_eq!(copy.durable_seq(), watermark);
+    // Recovery from the copy: the log after its watermark, again.
+    let from = usize::try_from(watermark).unwrap();
+    ingest(&copy, &records, from, records.len(), &mut SmallRng::seed_from_u64(3));
+    check(&copy, &book, &facts, u64::MAX);
+    copy.close(copy_threads).unwrap();
+}
+
+#[test]
+fn verify_passes_a_sound_history_and_names_damage() {
+    let (records, _, _) = random_log(23, 300);
+    let dir = tempfile::tempdir().unwrap();
+    let (history, threads) = History::open(dir.path(), settings()).unwrap();
+    history.ingest(1, &records).unwrap();
+    history.checkpoint().unwrap();
+    let report = history.verify(|_, _| {}).unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    assert!(report.transfers > 0 && report.facts > 0);
+    history.close(threads).unwrap();
+    let path = dir.path().join("history").join("strings.dat");
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[20] ^= 0x04;
+    std::fs::write(&path, &bytes).unwrap();
+    let (history, threads) = History::open(dir.path(), settings()).unwrap();
+    let report = history.verify(|_, _| {}).unwrap();
+    assert!(report.problems.iter().any(|problem| problem.contains("strings.dat")), "{:?}", report.problems);
+    drop(threads);
+}
