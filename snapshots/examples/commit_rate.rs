@@ -103,17 +103,16 @@ fn main() {
         drop(wal);
         let recovery_dir = tempfile::tempdir_in(&base).unwrap();
         let wal = Wal::open(recovery_dir.path()).unwrap();
-        wal.append(&Group { first_seq: 1, records: accounts }).unwrap();
+        wal.append(&Group::new(1, accounts)).unwrap();
         for (group, items) in records.iter().enumerate() {
-            wal.append(&Group { first_seq: 1001 + u64::try_from(group).unwrap() * per_group, records: items.clone() })
-                .unwrap();
+            wal.append(&Group::new(1001 + u64::try_from(group).unwrap() * per_group, items.clone())).unwrap();
         }
         let started = Instant::now();
         let decoded: usize = wal.groups_from(1).map(|group| group.unwrap().records.len()).sum();
         println!("  read + decode alone: {decoded} records in {:.3} s", started.elapsed().as_secs_f64());
         drop(wal);
         let started = Instant::now();
-        let recovered = snapshots::recover(recovery_dir.path(), |_| {}).unwrap();
+        let recovered = snapshots::recover(recovery_dir.path(), history::HistorySettings::default(), |_| {}).unwrap();
         let seconds = started.elapsed().as_secs_f64();
         println!(
             "recover (read + decode + apply + check_invariants): {} records in {seconds:.3} s = {:.0} records/s",

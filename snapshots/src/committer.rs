@@ -45,6 +45,24 @@ impl<S: Storage + ?Sized> Storage for Box<S> {
     }
 }
 
+/// What becomes of records once they are durable (the history ingests them).
+pub trait DurableSink: Send + 'static {
+    /// `items` were submitted in this order and are durable now; the first record of the first
+    /// has sequence `first_seq`. Called on the committer thread after each group; it may block,
+    /// which holds the next group back (backpressure). An error stops the committer as a
+    /// failed write would: nothing more is acknowledged, and a restart recovers.
+    fn durable(&mut self, first_seq: u64, items: Vec<Vec<Record>>) -> Result<(), String>;
+}
+
+/// A sink that drops what it is given.
+pub struct NoSink;
+
+impl DurableSink for NoSink {
+    fn durable(&mut self, _first_seq: u64, _items: Vec<Vec<Record>>) -> Result<(), String> {
+        Ok(())
+    }
+}
+
 /// Limits of the committer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CommitterSettings {
@@ -162,6 +180,16 @@ impl Committer {
         next_seq: u64,
         settings: CommitterSettings,
     ) -> (CommitHandle, JoinHandle<Result<(), WalError>>) {
+        Self::start_with_sink(storage, next_seq, settings, NoSink)
+    }
+
+    /// [`Committer::start`], handing every durable group's records to `sink`.
+    pub fn start_with_sink<S: Storage>(
+        storage: S,
+        next_seq: u64,
+        settings: CommitterSettings,
+        mut sink: impl DurableSink,
+    ) -> (CommitHandle, JoinHandle<Result<(), WalError>>) {
         assert!(settings.group_records_max >= 1 && settings.group_bytes_max >= 1 && settings.queue_records_max >= 1);
         let handoff = Arc::new(Handoff::new(next_seq, settings.queue_records_max));
         let (sender, receiver) = watch::channel(DurableState { seq: next_seq - 1, failed: None });
@@ -169,7 +197,7 @@ impl Committer {
         let thread = std::thread::Builder::new()
             .name("ledger-committer".to_owned())
             .spawn(move || {
-                let result = run(storage, &guard.handoff, &guard.sender, settings);
+                let result = run(storage, &guard.handoff, &guard.sender, settings, &mut sink);
                 if let Err(error) = &result {
                     tracing::error!(%error, durable_seq = guard.handoff.durable(), "the committer stopped: the log cannot be written");
                     guard.fail(error.to_string());
@@ -210,6 +238,7 @@ fn run<S: Storage>(
     handoff: &Handoff<Vec<Record>>,
     sender: &watch::Sender<DurableState>,
     settings: CommitterSettings,
+    sink: &mut impl DurableSink,
 ) -> Result<(), WalError> {
     // Taken but not yet written (left over when a group reached its byte limit).
     let mut carried: VecDeque<(u64, Vec<Record>)> = VecDeque::new();
@@ -233,9 +262,7 @@ fn run<S: Storage>(
                 break;
             }
             let mark = encoded.mark();
-            for record in item {
-                encoded.push(record);
-            }
+            encoded.push_submission(item);
             if !written.is_empty() && encoded.records_bytes() > settings.group_bytes_max {
                 encoded.rollback(mark);
                 break;
@@ -254,7 +281,7 @@ fn run<S: Storage>(
         metrics::histogram!("ledger_wal_commit_duration_seconds").record(elapsed.as_secs_f64());
         metrics::histogram!("ledger_wal_batch_size").record(encoded.record_count() as f64);
         metrics::counter!("ledger_wal_bytes_total").increment(u64::try_from(encoded.bytes().len()).unwrap_or(u64::MAX));
-        written.clear();
+        sink.durable(first_seq, std::mem::take(&mut written)).map_err(WalError::Failed)?;
     }
 }
 

@@ -4,7 +4,7 @@
 use engine::account::{Metadata, Overdraft};
 use engine::amount::{Amount, Currency, WrittenAmount};
 use engine::id::Id;
-use engine::ledger::{Ledger, TransferDecision};
+use engine::ledger::{Ledger, TransferBook, TransferDecision};
 use engine::record::{Group, Record};
 use engine::transfer::TransferRequest;
 
@@ -38,7 +38,7 @@ pub fn transfer_record(number: u64) -> Record {
 
 /// A group of `count` transfer records starting at `first_seq`.
 pub fn group_of(first_seq: u64, count: usize) -> Group {
-    Group { first_seq, records: (0..count as u64).map(|offset| transfer_record(first_seq + offset)).collect() }
+    Group::new(first_seq, (0..count as u64).map(|offset| transfer_record(first_seq + offset)).collect())
 }
 
 /// One step of a random operation sequence.
@@ -54,10 +54,15 @@ pub enum Op {
 }
 
 /// Turns random operations into the records the reference operations decide, applying
-/// each to `ledger`; refused operations produce nothing.
+/// each to `ledger` (and to the book of every transfer); refused operations produce nothing.
 pub fn records_for(ops: &[Op], ledger: &mut Ledger) -> Vec<Record> {
+    records_with_book(ops, ledger, &mut TransferBook::default())
+}
+
+/// [`records_for`], keeping `book` (which holds the transfers `ledger` has seen) too.
+pub fn records_with_book(ops: &[Op], ledger: &mut Ledger, book: &mut TransferBook) -> Vec<Record> {
     let mut records = Vec::new();
-    let mut transfers: Vec<Id> = ledger.transfers.keys().cloned().collect();
+    let mut transfers: Vec<Id> = book.transfers.keys().cloned().collect();
     transfers.sort();
     let mut now_ms = 1_700_000_000_000_i64;
     for op in ops {
@@ -85,23 +90,23 @@ pub fn records_for(ops: &[Op], ledger: &mut Ledger) -> Vec<Record> {
                     description: "random".to_owned(),
                     metadata: Metadata::new(),
                 };
-                match ledger.create_transfer(&request, now_ms) {
+                match ledger.create_transfer(&request, book.get(&request.id), now_ms) {
                     Ok(TransferDecision::New(record)) => Some(record),
                     _ => None,
                 }
             }
             Op::Post { transfer, part } => {
                 transfers.get(usize::from(*transfer) % transfers.len().max(1)).and_then(|transfer| {
-                    let amount = ledger.transfers.get(transfer).map(|stored| {
+                    let amount = book.get(transfer).map(|stored| {
                         let units = stored.amount.minor_units().unsigned_abs();
                         WrittenAmount::from_minor_units(if *part { units / 2 } else { units }, 2)
                     });
-                    ledger.post(transfer, amount.as_ref(), now_ms).ok().flatten()
+                    ledger.post(book.get(transfer), amount.as_ref(), now_ms).ok().flatten()
                 })
             }
             Op::Void { transfer } => transfers
                 .get(usize::from(*transfer) % transfers.len().max(1))
-                .and_then(|transfer| ledger.void(transfer, now_ms).ok().flatten()),
+                .and_then(|transfer| ledger.void(book.get(transfer), now_ms).ok().flatten()),
             Op::Expire => ledger.expire(now_ms).into_iter().next(),
             Op::Freeze { account, frozen } => {
                 let account = id(&format!("acct-{account}"));
@@ -115,7 +120,9 @@ pub fn records_for(ops: &[Op], ledger: &mut Ledger) -> Vec<Record> {
             if let Record::CreateTransfer { id, .. } = &record {
                 transfers.push(id.clone());
             }
-            ledger.apply(ledger.last_seq + 1, &record).unwrap();
+            let seq = ledger.last_seq + 1;
+            ledger.apply(seq, &record).unwrap();
+            book.apply(seq, &record).unwrap();
             records.push(record);
         }
     }

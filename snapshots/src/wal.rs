@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use engine::record::{DecodeError, ENVELOPE_HEADER_BYTES, GROUP_FORMAT_VERSION, Group, Record, decode_group};
+use engine::record::{DecodeError, ENVELOPE_HEADER_BYTES, GROUP_FORMAT_VERSION, Group, Record, Unit, decode_group};
 
 /// Name of the log's directory inside the data directory.
 pub const WAL_DIR_NAME: &str = "wal";
@@ -88,6 +88,8 @@ pub struct EncodedGroup {
     start: usize,
     first_seq: u64,
     record_count: u64,
+    /// The submissions of more than one record pushed so far.
+    units: Vec<Unit>,
     sealed: bool,
 }
 
@@ -96,6 +98,7 @@ pub struct EncodedGroup {
 pub struct EncodedMark {
     len: usize,
     record_count: u64,
+    units: usize,
 }
 
 impl EncodedGroup {
@@ -111,6 +114,7 @@ impl EncodedGroup {
         for record in &group.records {
             encoded.push(record);
         }
+        encoded.units.clone_from(&group.units);
         encoded.seal();
         encoded
     }
@@ -122,7 +126,20 @@ impl EncodedGroup {
         self.start = 0;
         self.first_seq = first_seq;
         self.record_count = 0;
+        self.units.clear();
         self.sealed = false;
+    }
+
+    /// Appends the records of one submission, acknowledged as one unit.
+    pub fn push_submission(&mut self, records: &[Record]) {
+        if records.len() > 1 {
+            let start = u32::try_from(self.record_count).expect("a group holds fewer than 2^32 records");
+            let len = u32::try_from(records.len()).expect("a submission holds fewer than 2^32 records");
+            self.units.push(Unit { start, len });
+        }
+        for record in records {
+            self.push(record);
+        }
     }
 
     /// Appends the next record.
@@ -135,7 +152,7 @@ impl EncodedGroup {
 
     /// The current end, to [`rollback`](Self::rollback) to.
     pub fn mark(&self) -> EncodedMark {
-        EncodedMark { len: self.buf.len(), record_count: self.record_count }
+        EncodedMark { len: self.buf.len(), record_count: self.record_count, units: self.units.len() }
     }
 
     /// Forgets the records pushed since `mark`.
@@ -143,6 +160,7 @@ impl EncodedGroup {
         assert!(!self.sealed && mark.len >= PREFIX_BYTES_MAX && mark.len <= self.buf.len());
         self.buf.truncate(mark.len);
         self.record_count = mark.record_count;
+        self.units.truncate(mark.units);
     }
 
     /// Bytes of the records pushed so far.
@@ -154,6 +172,17 @@ impl EncodedGroup {
     pub fn seal(&mut self) {
         assert!(!self.sealed, "sealed twice");
         assert!(self.buf.len() >= PREFIX_BYTES_MAX, "seal before begin");
+        // `Group.units` follows the records: its length, then each unit's start and length.
+        let mut varint = [0_u8; VARINT_U64_BYTES_MAX];
+        let units = u64::try_from(self.units.len()).expect("fits");
+        let len = write_varint(&mut varint, units);
+        self.buf.extend_from_slice(&varint[..len]);
+        for unit in &self.units {
+            for value in [unit.start, unit.len] {
+                let len = write_varint(&mut varint, u64::from(value));
+                self.buf.extend_from_slice(&varint[..len]);
+            }
+        }
         let mut varints = [0_u8; 2 * VARINT_U64_BYTES_MAX];
         let mut varints_len = write_varint(&mut varints, self.first_seq);
         varints_len += write_varint(&mut varints[varints_len..], self.record_count);

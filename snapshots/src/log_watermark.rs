@@ -19,19 +19,16 @@
 //! Format, one line: `ledgerd-log-watermark v1 seq=<N> crc32c=<8 hex digits>`, the checksum
 //! over the text before ` crc32c=`.
 
-use std::fs::File;
-use std::io::{self, Write as _};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use snapshots::Wal;
-
 use crate::background_thread::BackgroundThread;
+use crate::wal::Wal;
 
 /// Name of the file inside the data directory.
 pub const WATERMARK_FILE_NAME: &str = "LOG_WATERMARK";
-const TEMPORARY_FILE_NAME: &str = "LOG_WATERMARK.tmp";
 const PREFIX: &str = "ledgerd-log-watermark v1 seq=";
 /// How often the keeper writes the mark while the log moves.
 pub const WATERMARK_PERIOD: Duration = Duration::from_secs(1);
@@ -87,19 +84,8 @@ pub fn read(data_dir: &Path) -> Result<Option<u64>, WatermarkError> {
 
 /// Records durably that the log reached `seq`.
 pub fn write(data_dir: &Path, seq: u64) -> Result<(), WatermarkError> {
-    let temporary = data_dir.join(TEMPORARY_FILE_NAME);
-    let path = watermark_path(data_dir);
-    let io_error = |path: &Path, action| {
-        let path = path.to_owned();
-        move |source| WatermarkError::Io { path, action, source }
-    };
-    let mut file = File::create(&temporary).map_err(io_error(&temporary, "create"))?;
-    file.write_all(encode(seq).as_bytes()).map_err(io_error(&temporary, "write"))?;
-    file.sync_all().map_err(io_error(&temporary, "fsync"))?;
-    drop(file);
-    std::fs::rename(&temporary, &path).map_err(io_error(&path, "rename"))?;
-    File::open(data_dir).and_then(|dir| dir.sync_all()).map_err(io_error(data_dir, "fsync the directory"))?;
-    Ok(())
+    durable::replace_file_with_bytes(data_dir, WATERMARK_FILE_NAME, encode(seq).as_bytes())
+        .map_err(|source| WatermarkError::Io { path: watermark_path(data_dir), action: "write", source })
 }
 
 /// Refuses a log that ends before the recorded mark.
@@ -189,7 +175,7 @@ mod tests {
         let keeper = WatermarkKeeper::start(dir.path().to_owned(), wal.clone(), Duration::from_secs(3600)).unwrap();
         assert_eq!(read(dir.path()).unwrap(), Some(0));
         let record = engine::Record::External { kind: "k".to_owned(), key: "a".to_owned(), payload: Vec::new() };
-        wal.append(&engine::Group { first_seq: 1, records: vec![record.clone(), record] }).unwrap();
+        wal.append(&engine::Group::new(1, vec![record.clone(), record])).unwrap();
         keeper.stop();
         assert_eq!(read(dir.path()).unwrap(), Some(2));
     }
