@@ -19,6 +19,6 @@ pub use account::{Account, Metadata, Overdraft};
 pub use amount::{Amount, AmountError, Currency, CurrencyTable, WrittenAmount};
 pub use id::{Id, IdError, IdMap, IdSet};
 pub use ledger::{ApplyError, InvariantViolation, Ledger, Side, TransferBook, TransferDecision};
-pub use record::{DecodeError, Group, Record};
+pub use record::{DecodeError, Group, Record, Unit};
 pub use rejection::Rejection;
 pub use transfer::{Transfer, TransferRequest, TransferStatus};

@@ -109,9 +109,38 @@ impl Record {
 pub struct Group {
     pub first_seq: u64,
     pub records: Vec<Record>,
+    /// The submissions of more than one record (an atomic batch, the facts of one payment
+    /// decision), which were acknowledged as one unit: a point-in-time restore keeps each
+    /// whole or leaves it out. Single records are units of their own and are not listed.
+    pub units: Vec<Unit>,
+}
+
+/// Records `start .. start + len` of a group, acknowledged together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Unit {
+    pub start: u32,
+    pub len: u32,
 }
 
 impl Group {
+    /// A group of records each acknowledged on its own.
+    pub fn new(first_seq: u64, records: Vec<Record>) -> Group {
+        Group { first_seq, records, units: Vec::new() }
+    }
+
+    /// The largest sequence at most `seq` that ends a unit, for a restore that must stop at
+    /// `seq`: `seq` itself unless it falls inside a unit of this group.
+    pub fn unit_end_at_or_before(&self, seq: u64) -> u64 {
+        for unit in &self.units {
+            let start = self.first_seq + u64::from(unit.start);
+            let end = start + u64::from(unit.len) - 1;
+            if start <= seq && seq < end {
+                return start - 1;
+            }
+        }
+        seq
+    }
+
     /// Sequence of the last record (`first_seq - 1` for an empty group).
     pub fn last_seq(&self) -> u64 {
         self.first_seq + self.records.len() as u64 - 1
@@ -199,6 +228,7 @@ mod tests {
         let id = |text: &str| Id::parse(text).unwrap();
         Group {
             first_seq: 7,
+            units: vec![Unit { start: 0, len: 2 }],
             records: vec![
                 Record::CreateAccount {
                     id: id("alice"),

@@ -262,6 +262,8 @@ struct Inner {
     ingested_watch: tokio::sync::watch::Sender<u64>,
     last_checkpoint: Mutex<Instant>,
     merge_wanted: (Mutex<bool>, Condvar),
+    /// Opened with [`History::open_read_only`].
+    read_only: bool,
 }
 
 /// The history of one data directory. Clones share it.
@@ -332,6 +334,37 @@ impl History {
     /// Bytes beyond what the manifest covers (a checkpoint cut short) are dropped: the log
     /// after the watermark ([`History::durable_seq`]) is to be ingested again.
     pub fn open(data_dir: &Path, settings: HistorySettings) -> Result<(History, HistoryThreads), HistoryError> {
+        let history = Self::open_mode(data_dir, settings, false)?;
+        let dir = history.inner.dir.clone();
+        let checkpoint = {
+            let history = history.clone();
+            std::thread::Builder::new()
+                .name("history-checkpoint".to_owned())
+                .spawn(move || history.checkpoint_loop())
+                .map_err(io_error(&dir, "start the checkpoint thread"))?
+        };
+        let merge = {
+            let history = history.clone();
+            std::thread::Builder::new()
+                .name("history-merge".to_owned())
+                .spawn(move || history.merge_loop())
+                .map_err(io_error(&dir, "start the merge thread"))?
+        };
+        history.want_merge();
+        Ok((history.clone(), HistoryThreads { history, checkpoint: Some(checkpoint), merge: Some(merge) }))
+    }
+
+    /// Opens an existing history only to read it (`verify`, `restore` from it): nothing in the
+    /// directory is changed (bytes past the manifest are ignored, not dropped), no thread runs,
+    /// and ingesting is refused.
+    pub fn open_read_only(data_dir: &Path) -> Result<History, HistoryError> {
+        if !Self::exists(data_dir) {
+            return Err(damaged(&Self::dir_of(data_dir), "there is no MANIFEST"));
+        }
+        Self::open_mode(data_dir, HistorySettings::default(), true)
+    }
+
+    fn open_mode(data_dir: &Path, settings: HistorySettings, read_only: bool) -> Result<History, HistoryError> {
         let dir = Self::dir_of(data_dir);
         let manifest_path = dir.join(MANIFEST_NAME);
         let manifest = if manifest_path.exists() {
@@ -342,13 +375,12 @@ impl History {
         };
         let open_file = |name: &str| -> Result<File, HistoryError> {
             let path = dir.join(name);
-            OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(&path)
-                .map_err(io_error(&path, "open"))
+            let mut options = OpenOptions::new();
+            options.read(true);
+            if !read_only {
+                options.write(true).create(true).truncate(false);
+            }
+            options.open(&path).map_err(io_error(&path, "open"))
         };
         let files = Files {
             transfers: open_file(TRANSFERS_NAME)?,
@@ -371,7 +403,7 @@ impl History {
             if found < length {
                 return Err(damaged(&path, format!("{found} bytes, but the manifest covers {length}")));
             }
-            if found > length {
+            if found > length && !read_only {
                 // A checkpoint that did not finish: its bytes are re-derived from the log.
                 file.set_len(length).map_err(io_error(&path, "drop an unfinished checkpoint's bytes"))?;
             }
@@ -410,7 +442,9 @@ impl History {
             transfer_runs: open_runs(&manifest.transfer_runs)?,
             fact_runs: open_runs(&manifest.fact_runs)?,
         };
-        remove_unreferenced_files(&dir, &manifest);
+        if !read_only {
+            remove_unreferenced_files(&dir, &manifest);
+        }
         let watermark = manifest.watermark_seq;
         let state = State {
             active: Memtable::new(manifest.transfers, watermark),
@@ -438,25 +472,9 @@ impl History {
             ingested_watch,
             last_checkpoint: Mutex::new(Instant::now()),
             merge_wanted: (Mutex::new(false), Condvar::new()),
+            read_only,
         });
-        let history = History { inner };
-        let dir = history.inner.dir.clone();
-        let checkpoint = {
-            let history = history.clone();
-            std::thread::Builder::new()
-                .name("history-checkpoint".to_owned())
-                .spawn(move || history.checkpoint_loop())
-                .map_err(io_error(&dir, "start the checkpoint thread"))?
-        };
-        let merge = {
-            let history = history.clone();
-            std::thread::Builder::new()
-                .name("history-merge".to_owned())
-                .spawn(move || history.merge_loop())
-                .map_err(io_error(&dir, "start the merge thread"))?
-        };
-        history.want_merge();
-        Ok((history.clone(), HistoryThreads { history, checkpoint: Some(checkpoint), merge: Some(merge) }))
+        Ok(History { inner })
     }
 
     /// A new, empty history in `dir`.
@@ -639,6 +657,9 @@ impl History {
     /// transfer created twice, a post of what is not a hold, an unknown account) is an error:
     /// the log is corrupt or foreign.
     pub fn ingest(&self, first_seq: u64, records: &[Record]) -> Result<(), HistoryError> {
+        if self.inner.read_only {
+            return Err(HistoryError::Failed("the history was opened to be read only".to_owned()));
+        }
         let ingested = self.ingested_seq();
         let skip = usize::try_from(ingested.saturating_sub(first_seq - 1)).unwrap_or(usize::MAX).min(records.len());
         let mut seq = first_seq + u64::try_from(skip).expect("fits");
