@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use engine::{Account, Currency, Id, Metadata, Overdraft, Rejection, Transfer, TransferRequest, WrittenAmount};
+use history::History;
 use ractor::{Actor, ActorRef};
 use snapshots::{CommitError, CommitHandle};
 use tokio::sync::{Semaphore, oneshot};
@@ -99,6 +100,10 @@ pub struct StartError(String);
 pub(crate) struct Inner {
     pub shards: Vec<ActorRef<ShardMessage>>,
     pub commit: CommitHandle,
+    pub history: History,
+    /// Held shared by every operation that changes state, and exclusively while a snapshot is
+    /// taken: then nothing is in flight, and the shards' state is a fold of the log.
+    pub gate: tokio::sync::RwLock<()>,
     admission: Arc<Semaphore>,
     max_in_flight: usize,
     pub failed: Arc<AtomicBool>,
@@ -115,11 +120,13 @@ pub struct LedgerHandle {
 }
 
 impl LedgerHandle {
-    /// Starts the shards with the recovered `ledger` and the committer's handle.
+    /// Starts the shards with the recovered `ledger`, the committer's handle and the history
+    /// (ingested up to `ledger.last_seq`).
     pub async fn start(
         settings: LedgerSettings,
         ledger: engine::Ledger,
         commit: CommitHandle,
+        history: History,
     ) -> Result<LedgerHandle, StartError> {
         assert!(settings.shards >= 1, "at least one shard");
         let failed = Arc::new(AtomicBool::new(false));
@@ -137,6 +144,7 @@ impl LedgerHandle {
                 commit: commit.clone(),
                 clock: settings.clock.clone(),
                 account_count: account_count.clone(),
+                history: history.clone(),
             };
             let (shard, _) = Actor::spawn_linked(None, Shard, arguments, supervisor.get_cell())
                 .await
@@ -157,27 +165,32 @@ impl LedgerHandle {
         for loaded in loads {
             loaded.await.map_err(|_| StartError("a shard stopped while loading".to_owned()))?;
         }
-        let ticker = {
-            let shards = shards.clone();
+        let max_in_flight = settings.max_in_flight_transfers.max(1);
+        let inner = Arc::new_cyclic(|weak: &std::sync::Weak<Inner>| {
+            let weak = weak.clone();
+            let shards_for_ticks = shards.clone();
             let period = Duration::from_millis(settings.expiry_tick_ms.max(1));
-            tokio::spawn(async move {
+            // Ticks start expiries (and let shards forget what the history has ingested); they
+            // pass the gate like any change.
+            let ticker = tokio::spawn(async move {
                 let mut interval = tokio::time::interval(period);
                 interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 loop {
                     interval.tick().await;
-                    for shard in &shards {
+                    let Some(inner) = weak.upgrade() else { return };
+                    let _changing = inner.gate.read().await;
+                    for shard in &shards_for_ticks {
                         if shard.cast(ShardMessage::Tick).is_err() {
                             return;
                         }
                     }
                 }
-            })
-        };
-        let max_in_flight = settings.max_in_flight_transfers.max(1);
-        Ok(LedgerHandle {
-            inner: Arc::new(Inner {
+            });
+            Inner {
                 shards,
                 commit,
+                history,
+                gate: tokio::sync::RwLock::new(()),
                 admission: Arc::new(Semaphore::new(max_in_flight)),
                 max_in_flight,
                 failed,
@@ -185,8 +198,9 @@ impl LedgerHandle {
                 account_count,
                 supervisor,
                 ticker,
-            }),
-        })
+            }
+        });
+        Ok(LedgerHandle { inner })
     }
 
     /// Number of accounts.
@@ -202,6 +216,7 @@ impl LedgerHandle {
     /// Opens an account; `Ok((account, false))` when the same account exists already.
     pub async fn create_account(&self, request: AccountRequest) -> Result<(Account, bool), LedgerError> {
         self.check_running()?;
+        let _changing = self.inner.gate.read().await;
         let id = request.id.clone();
         let answer = self.ask(&id, |reply| ShardMessage::CreateAccount { request, reply }).await?;
         let (account, created) = self.durable_rejection(answer).await?;
@@ -222,6 +237,7 @@ impl LedgerHandle {
     /// Freezes or unfreezes an account (idempotent).
     pub async fn set_frozen(&self, id: &Id, frozen: bool) -> Result<Account, LedgerError> {
         self.check_running()?;
+        let _changing = self.inner.gate.read().await;
         let answer = self.ask(id, |reply| ShardMessage::SetFrozen { id: id.clone(), frozen, reply }).await?;
         let account = self.durable_rejection(answer).await?;
         self.wait_durable(account.last_seq).await?;
@@ -231,6 +247,7 @@ impl LedgerHandle {
     /// Creates a transfer; `Ok((transfer, false))` for an idempotent replay.
     pub async fn create_transfer(&self, request: TransferRequest) -> Result<(Arc<Transfer>, bool), LedgerError> {
         let _permit = self.admit(1)?;
+        let _changing = self.inner.gate.read().await;
         let id = request.id.clone();
         let outcome = self.converse(&id, Command::Create { request: Arc::new(request), mode: Mode::Single }).await?;
         match outcome {
@@ -247,12 +264,14 @@ impl LedgerHandle {
         atomic: bool,
     ) -> Result<Vec<BatchItemResult>, LedgerError> {
         let _permit = self.admit(requests.len())?;
+        let _changing = self.inner.gate.read().await;
         batch::run(self, requests, atomic).await
     }
 
     /// Posts a pending transfer (all of it by default).
     pub async fn post_transfer(&self, id: &Id, amount: Option<WrittenAmount>) -> Result<Arc<Transfer>, LedgerError> {
         let _permit = self.admit(1)?;
+        let _changing = self.inner.gate.read().await;
         match self.converse(id, Command::Post { id: id.clone(), amount }).await? {
             Outcome::Applied(transfer) | Outcome::Existing(transfer) => Ok(transfer),
             other => Err(unexpected(other)),
@@ -262,51 +281,109 @@ impl LedgerHandle {
     /// Voids a pending transfer.
     pub async fn void_transfer(&self, id: &Id) -> Result<Arc<Transfer>, LedgerError> {
         let _permit = self.admit(1)?;
+        let _changing = self.inner.gate.read().await;
         match self.converse(id, Command::Void { id: id.clone() }).await? {
             Outcome::Applied(transfer) | Outcome::Existing(transfer) => Ok(transfer),
             other => Err(unexpected(other)),
         }
     }
 
-    /// A transfer as of the durable log.
+    /// A transfer as of the durable log: from its owner's memory, else from the history.
     pub async fn transfer(&self, id: &Id) -> Result<Arc<Transfer>, LedgerError> {
         let mut found = self.ask(id, |reply| ShardMessage::GetTransfers { ids: vec![id.clone()], reply }).await?;
-        let transfer = found.pop().flatten().ok_or(LedgerError::Rejected(Rejection::TransferNotFound))?;
-        self.wait_durable(transfer.last_seq).await?;
-        Ok(transfer)
+        if let Some(transfer) = found.pop().flatten() {
+            self.wait_durable(transfer.last_seq).await?;
+            return Ok(transfer);
+        }
+        // Not in memory: the history holds it (everything leaves memory only once ingested, and
+        // what it ingested is durable), or it does not exist.
+        self.read_history(id.clone(), |history, id| history.transfer(&id))
+            .await?
+            .ok_or(LedgerError::Rejected(Rejection::TransferNotFound))
     }
 
     /// The transfers that debit or credit `account`, newest first: at most `limit` with a
-    /// creation sequence below `before_seq`, and the cursor of the next page.
+    /// creation sequence below `before_seq`, and the cursor of the next page. Read from the
+    /// history once it has ingested every change of the account.
     pub async fn account_transfers(
         &self,
         account: &Id,
         limit: usize,
         before_seq: Option<u64>,
     ) -> Result<(Vec<Arc<Transfer>>, Option<u64>), LedgerError> {
-        let limit = limit.max(1);
-        let entries = self
-            .ask(account, |reply| ShardMessage::History {
-                account: account.clone(),
-                limit: limit + 1,
-                before: before_seq,
-                reply,
+        let found = self.ask(account, |reply| ShardMessage::GetAccount { id: account.clone(), reply }).await?;
+        let last_seq = found.ok_or(LedgerError::Rejected(Rejection::AccountNotFound))?.last_seq;
+        self.inner.history.wait_ingested(last_seq).await.map_err(history_unavailable)?;
+        let page = self
+            .read_history(account.clone(), move |history, account| {
+                history.account_transfers(&account, before_seq, limit)
             })
             .await?
             .ok_or(LedgerError::Rejected(Rejection::AccountNotFound))?;
-        let has_more = entries.len() > limit;
-        let entries = &entries[..entries.len().min(limit)];
-        let transfers = self.fetch_transfers(entries.iter().map(|(_, id)| id.clone()).collect()).await?;
-        let barrier = transfers.iter().map(|transfer| transfer.last_seq).max().unwrap_or(0);
-        self.wait_durable(barrier).await?;
-        let next = if has_more { entries.last().map(|(seq, _)| *seq) } else { None };
-        Ok((transfers, next))
+        Ok((page.transfers, page.next))
+    }
+
+    /// A read of the history, on a blocking thread (it may read disk).
+    async fn read_history<T: Send + 'static, A: Send + 'static>(
+        &self,
+        argument: A,
+        read: impl FnOnce(&History, A) -> Result<T, history::HistoryError> + Send + 'static,
+    ) -> Result<T, LedgerError> {
+        let history = self.inner.history.clone();
+        tokio::task::spawn_blocking(move || read(&history, argument))
+            .await
+            .map_err(|_| self.unavailable())?
+            .map_err(history_unavailable)
+    }
+
+    /// The history behind the ledger.
+    pub fn history(&self) -> &History {
+        &self.inner.history
+    }
+
+    /// The accounts and open holds as of one log sequence, encoded for a snapshot, without a
+    /// second copy of the ledger: changes wait at the gate while every shard encodes its part
+    /// (each answers only once nothing is in flight on it), then the state is the fold of the
+    /// log up to the last sequence handed out, which this waits to be durable.
+    pub async fn snapshot_contents(&self) -> Result<snapshots::SnapshotContents, LedgerError> {
+        self.check_running()?;
+        let mut contents = {
+            let _quiet = self.inner.gate.write().await;
+            let parts = loop {
+                let mut answers = Vec::with_capacity(self.inner.shards.len());
+                for shard in &self.inner.shards {
+                    let (reply, answer) = oneshot::channel();
+                    shard.cast(ShardMessage::EncodeSnapshot { reply }).map_err(|_| self.unavailable())?;
+                    answers.push(answer);
+                }
+                let mut parts = Vec::with_capacity(answers.len());
+                for answer in answers {
+                    parts.push(answer.await.map_err(|_| self.unavailable())?);
+                }
+                if let Some(parts) = parts.into_iter().collect::<Option<Vec<_>>>() {
+                    break parts;
+                }
+                // A conversation that started before the gate closed is still on its way:
+                // it ends without waiting for anything, so ask again shortly.
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            };
+            let mut contents = snapshots::SnapshotContents { seq: self.decided_seq(), ..Default::default() };
+            for part in parts {
+                contents.accounts.extend(part.accounts);
+                contents.open_holds.extend(part.open_holds);
+            }
+            contents
+        };
+        self.wait_durable(contents.seq).await?;
+        contents.history_seq = self.inner.history.durable_seq();
+        Ok(contents)
     }
 
     /// Writes opaque bookkeeping records (payment facts: `(kind, key, payload)`) as one
     /// submission, all or none, and returns the sequence of the last once it is durable.
     pub async fn append_externals(&self, records: Vec<(String, String, Vec<u8>)>) -> Result<u64, LedgerError> {
         self.check_running()?;
+        let _changing = self.inner.gate.read().await;
         let count = u64::try_from(records.len()).expect("a length fits u64");
         assert!(count > 0, "at least one record");
         let records = records.into_iter().map(|(kind, key, payload)| engine::Record::External { kind, key, payload });
@@ -404,31 +481,11 @@ impl LedgerHandle {
     pub(crate) async fn wait_durable(&self, seq: u64) -> Result<(), LedgerError> {
         self.inner.commit.wait_durable(seq).await.map_err(LedgerError::from)
     }
+}
 
-    /// Fetches transfers by id from their owners, in the order given.
-    pub(crate) async fn fetch_transfers(&self, ids: Vec<Id>) -> Result<Vec<Arc<Transfer>>, LedgerError> {
-        let shard_count = self.inner.shards.len();
-        let mut by_shard: Vec<Vec<(usize, Id)>> = vec![Vec::new(); shard_count];
-        for (position, id) in ids.into_iter().enumerate() {
-            by_shard[shard_of(&id, shard_count)].push((position, id));
-        }
-        let mut found: Vec<Option<Arc<Transfer>>> = Vec::new();
-        let total: usize = by_shard.iter().map(Vec::len).sum();
-        found.resize(total, None);
-        for (shard, wanted) in by_shard.into_iter().enumerate() {
-            if wanted.is_empty() {
-                continue;
-            }
-            let (reply, answer) = oneshot::channel();
-            let ids = wanted.iter().map(|(_, id)| id.clone()).collect();
-            self.inner.shards[shard].cast(ShardMessage::GetTransfers { ids, reply }).map_err(|_| self.unavailable())?;
-            let transfers = answer.await.map_err(|_| self.unavailable())?;
-            for ((position, _), transfer) in wanted.into_iter().zip(transfers) {
-                found[position] = transfer;
-            }
-        }
-        Ok(found.into_iter().flatten().collect())
-    }
+fn history_unavailable(error: history::HistoryError) -> LedgerError {
+    tracing::error!(%error, "the history cannot be read");
+    LedgerError::Unavailable(format!("the history cannot be read: {error}"))
 }
 
 fn unexpected(outcome: Outcome) -> LedgerError {
@@ -443,14 +500,14 @@ fn unexpected(outcome: Outcome) -> LedgerError {
 /// they are; otherwise each entry moves to its owner's map.
 fn partition(ledger: engine::Ledger, shard_count: usize) -> Vec<ShardLoad> {
     if shard_count == 1 {
-        return vec![ShardLoad { accounts: ledger.accounts, transfers: ledger.transfers }];
+        return vec![ShardLoad { accounts: ledger.accounts, open_holds: ledger.open_holds }];
     }
     let mut loads: Vec<ShardLoad> = (0..shard_count).map(|_| ShardLoad::default()).collect();
     for (id, account) in ledger.accounts {
         loads[shard_of(&id, shard_count)].accounts.insert(id, account);
     }
-    for (id, transfer) in ledger.transfers {
-        loads[shard_of(&id, shard_count)].transfers.insert(id, transfer);
+    for (id, hold) in ledger.open_holds {
+        loads[shard_of(&id, shard_count)].open_holds.insert(id, hold);
     }
     loads
 }

@@ -2,13 +2,16 @@
 //!
 //! Every account and every transfer id belongs to exactly one shard ([`shard_of`]). A shard
 //! holds, for its accounts, the decided state (`Account`, the same struct replay builds), the
-//! holds of transfers still in flight, the tentative credits of atomic batches and the
-//! history index; for its transfer ids, the stored transfers, the ids with a conversation in
-//! flight (and the requests queued behind them) and the expiry index. It never awaits
-//! anything: every step of a conversation is one message, handled to completion.
+//! holds of transfers still in flight and the tentative credits of atomic batches; for its
+//! transfer ids, the open holds and the transfers the history has not ingested yet
+//! ([`OwnedTransfers`]; the history on disk answers for every other stored transfer), the ids
+//! with a conversation in flight (and the requests queued behind them) and the expiry index.
+//! It never awaits anything: every step of a conversation is one message, handled to
+//! completion. It may read the history synchronously (an idempotency check of an id its memory
+//! does not hold: the history's filters answer most without reading disk).
 //!
-//! Decided effects are applied with the engine's `apply_to_account` / `apply_to_transfers`,
-//! the functions replay uses. Visibility is guarded by the read barrier: every reply carries
+//! Decided effects are applied with the engine's `apply_to_account`, `transfer_from_record` and
+//! `changed_transfer`, the functions replay uses. Visibility is guarded by the read barrier: every reply carries
 //! the log sequence of the last change it shows, and the front door answers only once that
 //! sequence is durable.
 
@@ -16,8 +19,7 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, OnceLock};
 
 use engine::ledger::{
-    Side, account_change, account_from_record, apply_to_account, apply_to_transfers, transfer_from_record,
-    transfer_record,
+    Side, account_change, account_from_record, apply_to_account, transfer_from_record, transfer_record,
 };
 use engine::rules::{self, FirstChecks, PostOutcome};
 use engine::{Account, Amount, Id, IdMap, Record, Rejection, Transfer, TransferStatus};
@@ -27,6 +29,7 @@ use tokio::sync::oneshot;
 
 use crate::conversation::{BatchId, Command, Conversation, Mode, Operation, Outcome, Reply, Start, Verdict};
 use crate::handle::{AccountRequest, Clock, LedgerError};
+use crate::owned::OwnedTransfers;
 
 /// The shard that owns `id` among `shard_count`.
 pub(crate) fn shard_of(id: &Id, shard_count: usize) -> usize {
@@ -49,13 +52,7 @@ pub(crate) enum ShardMessage {
         frozen: bool,
         reply: oneshot::Sender<Result<Account, LedgerError>>,
     },
-    /// Newest first: up to `limit` (creation seq, transfer id) of the account with seq < `before`.
-    History {
-        account: Id,
-        limit: usize,
-        before: Option<u64>,
-        reply: oneshot::Sender<Option<Vec<(u64, Id)>>>,
-    },
+    /// The transfers memory holds of these ids (the others are in the history).
     GetTransfers {
         ids: Vec<Id>,
         reply: oneshot::Sender<Vec<Option<Arc<Transfer>>>>,
@@ -82,13 +79,24 @@ pub(crate) enum ShardMessage {
         load: Box<ShardLoad>,
         reply: oneshot::Sender<()>,
     },
+    /// Encodes the shard's accounts and open holds for a snapshot, when nothing is in flight
+    /// on it; `None` when a conversation still is (the coordinator asks again).
+    EncodeSnapshot {
+        reply: oneshot::Sender<Option<ShardSnapshot>>,
+    },
 }
 
 /// Recovered state for one shard: the accounts and transfer ids it owns.
 #[derive(Default)]
 pub(crate) struct ShardLoad {
     pub accounts: IdMap<Account>,
-    pub transfers: IdMap<Arc<Transfer>>,
+    pub open_holds: IdMap<Arc<Transfer>>,
+}
+
+/// One shard's part of a snapshot.
+pub(crate) struct ShardSnapshot {
+    pub accounts: snapshots::EncodedItems,
+    pub open_holds: snapshots::EncodedItems,
 }
 
 /// A transfer id with a conversation in flight.
@@ -116,7 +124,7 @@ pub(crate) struct ShardState {
     batch_holds: HashMap<BatchId, Vec<(Id, Amount)>>,
     /// Transfer ids reserved by atomic batches.
     batch_reserved: HashMap<BatchId, Vec<Id>>,
-    transfers: IdMap<Arc<Transfer>>,
+    transfers: OwnedTransfers,
     busy: IdMap<Busy>,
     /// Holds with a deadline, by (deadline ms, id).
     expiry: BTreeSet<(i64, Id)>,
@@ -129,6 +137,7 @@ pub(crate) struct ShardArguments {
     pub commit: CommitHandle,
     pub clock: Clock,
     pub account_count: Arc<std::sync::atomic::AtomicU64>,
+    pub history: history::History,
 }
 
 pub(crate) struct Shard;
@@ -154,7 +163,7 @@ impl Actor for Shard {
             tentative_credits: HashMap::new(),
             batch_holds: HashMap::new(),
             batch_reserved: HashMap::new(),
-            transfers: IdMap::default(),
+            transfers: OwnedTransfers::new(arguments.history),
             busy: IdMap::default(),
             expiry: BTreeSet::new(),
         })
@@ -178,16 +187,13 @@ impl ShardState {
                 let _ = reply.send(self.create_account(request));
             }
             ShardMessage::GetAccount { id, reply } => {
-                let _ = reply.send(self.accounts.get(&id).map(Account::without_history));
+                let _ = reply.send(self.accounts.get(&id).cloned());
             }
             ShardMessage::SetFrozen { id, frozen, reply } => {
                 let _ = reply.send(self.set_frozen(&id, frozen));
             }
-            ShardMessage::History { account, limit, before, reply } => {
-                let _ = reply.send(self.history_page(&account, limit, before));
-            }
             ShardMessage::GetTransfers { ids, reply } => {
-                let _ = reply.send(ids.iter().map(|id| self.transfers.get(id).cloned()).collect());
+                let _ = reply.send(ids.iter().map(|id| self.transfers.in_memory(id).cloned()).collect());
             }
             ShardMessage::Start(start) => self.start(start),
             ShardMessage::StartMany(starts) => self.start_many(starts),
@@ -203,12 +209,43 @@ impl ShardState {
                 self.abort_batch(batch);
                 let _ = reply.send(());
             }
-            ShardMessage::Tick => self.expire_due(),
+            ShardMessage::Tick => {
+                self.transfers.evict();
+                let (open_holds, recent) = self.transfers.memory_counts();
+                let shard = self.index.to_string();
+                metrics::gauge!("ledger_open_holds", "shard" => shard.clone()).set(open_holds as f64);
+                metrics::gauge!("ledger_transfers_not_yet_in_history", "shard" => shard).set(recent as f64);
+                self.expire_due();
+            }
             ShardMessage::Load { load, reply } => {
                 self.load(*load);
                 let _ = reply.send(());
             }
+            ShardMessage::EncodeSnapshot { reply } => {
+                let _ = reply.send(self.encode_snapshot());
+            }
         }
+    }
+
+    /// The shard's accounts and open holds, encoded, when no conversation is in flight on it
+    /// (then nothing it holds is tentative or half applied).
+    fn encode_snapshot(&self) -> Option<ShardSnapshot> {
+        if !self.busy.is_empty() || !self.in_flight_debits.is_empty() || !self.tentative_credits.is_empty() {
+            return None;
+        }
+        let mut accounts = snapshots::EncodedItems::default();
+        accounts.push(self.accounts.values());
+        let mut open_holds = snapshots::EncodedItems::default();
+        open_holds.push(self.transfers.open_holds().map(|hold| &**hold));
+        Some(ShardSnapshot { accounts, open_holds })
+    }
+
+    /// The transfer with this id (memory, then the history), or the failure to read it.
+    fn stored(&self, id: &Id) -> Result<Option<Arc<Transfer>>, LedgerError> {
+        self.transfers.get(id).map_err(|error| {
+            tracing::error!(%error, "the history cannot be read");
+            LedgerError::Unavailable(format!("the history cannot be read: {error}"))
+        })
     }
 
     fn now_ms(&self) -> i64 {
@@ -239,12 +276,12 @@ impl ShardState {
     }
 
     fn load(&mut self, load: ShardLoad) {
-        assert!(self.accounts.is_empty() && self.transfers.is_empty(), "a shard is loaded once, before any request");
+        assert!(self.accounts.is_empty(), "a shard is loaded once, before any request");
         self.accounts = load.accounts;
-        self.transfers = load.transfers;
-        for transfer in self.transfers.values() {
-            Self::track_expiry(&mut self.expiry, transfer);
+        for hold in load.open_holds.values() {
+            Self::track_expiry(&mut self.expiry, hold);
         }
+        self.transfers.load(load.open_holds);
     }
 
     // ---- accounts -------------------------------------------------------------------------
@@ -255,7 +292,7 @@ impl ShardState {
                 && stored.overdraft == request.overdraft
                 && stored.metadata == request.metadata;
             return if same {
-                Ok((stored.without_history(), false))
+                Ok((stored.clone(), false))
             } else {
                 Err(LedgerError::Rejected(Rejection::ExistsWithDifferentFields))
             };
@@ -269,7 +306,7 @@ impl ShardState {
         };
         let seq = self.commit.submit(vec![record.clone()]).map_err(LedgerError::from)?;
         let account = account_from_record(seq, &record).expect("a CreateAccount record creates an account");
-        let answer = account.without_history();
+        let answer = account.clone();
         self.accounts.insert(account.id.clone(), account);
         self.account_count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok((answer, true))
@@ -278,24 +315,12 @@ impl ShardState {
     fn set_frozen(&mut self, id: &Id, frozen: bool) -> Result<Account, LedgerError> {
         let account = self.accounts.get_mut(id).ok_or(LedgerError::Rejected(Rejection::AccountNotFound))?;
         if account.frozen == frozen {
-            return Ok(account.without_history());
+            return Ok(account.clone());
         }
         let record = Record::SetFrozen { account: id.clone(), frozen };
         let seq = self.commit.submit(vec![record.clone()]).map_err(LedgerError::from)?;
         apply_to_account(account, Side::Debit, seq, &record).expect("freezing never breaks an invariant");
-        Ok(account.without_history())
-    }
-
-    fn history_page(&self, account: &Id, limit: usize, before: Option<u64>) -> Option<Vec<(u64, Id)>> {
-        if !self.accounts.contains_key(account) {
-            return None;
-        }
-        let entries = self.accounts.get(account).map(|account| account.history.as_slice()).unwrap_or_default();
-        let end = match before {
-            Some(before) => entries.partition_point(|(seq, _)| *seq < before),
-            None => entries.len(),
-        };
-        Some(entries[..end].iter().rev().take(limit).cloned().collect())
+        Ok(account.clone())
     }
 
     // ---- the conversation: transfer owner -------------------------------------------------
@@ -328,7 +353,11 @@ impl ShardState {
                 return self.create_local(&request, now_ms, reply);
             }
             Command::Create { request, mode } => {
-                match rules::first_checks(self.transfers.get(&request.id), &request) {
+                let stored = match self.stored(&request.id) {
+                    Ok(stored) => stored,
+                    Err(error) => return reply.send(Outcome::Failed(error)),
+                };
+                match rules::first_checks(stored.as_ref(), &request) {
                     Ok(FirstChecks::New) => {}
                     Ok(FirstChecks::Replay(stored)) => return reply.send(Outcome::Existing(stored)),
                     Err(rejection) => return reply.send(Outcome::Rejected(rejection)),
@@ -344,11 +373,12 @@ impl ShardState {
                 }
             }
             Command::Post { id, amount } => {
-                let Some(stored) = self.transfers.get(&id) else {
-                    reply.send(Outcome::Rejected(Rejection::TransferNotFound));
-                    return;
+                let stored = match self.stored(&id) {
+                    Ok(Some(stored)) => stored,
+                    Ok(None) => return reply.send(Outcome::Rejected(Rejection::TransferNotFound)),
+                    Err(error) => return reply.send(Outcome::Failed(error)),
                 };
-                let posted_amount = match rules::check_post(stored, amount.as_ref(), now_ms) {
+                let posted_amount = match rules::check_post(&stored, amount.as_ref(), now_ms) {
                     Err(rejection) => return reply.send(Outcome::Rejected(rejection)),
                     Ok(PostOutcome::Replay) => return reply.send(Outcome::Existing(stored.clone())),
                     Ok(PostOutcome::Apply { posted_amount }) => posted_amount,
@@ -364,11 +394,12 @@ impl ShardState {
                 }
             }
             Command::Void { id } => {
-                let Some(stored) = self.transfers.get(&id) else {
-                    reply.send(Outcome::Rejected(Rejection::TransferNotFound));
-                    return;
+                let stored = match self.stored(&id) {
+                    Ok(Some(stored)) => stored,
+                    Ok(None) => return reply.send(Outcome::Rejected(Rejection::TransferNotFound)),
+                    Err(error) => return reply.send(Outcome::Failed(error)),
                 };
-                match rules::check_void(stored, now_ms) {
+                match rules::check_void(&stored, now_ms) {
                     Err(rejection) => return reply.send(Outcome::Rejected(rejection)),
                     Ok(false) => return reply.send(Outcome::Existing(stored.clone())),
                     Ok(true) => {}
@@ -394,7 +425,11 @@ impl ShardState {
     /// transfer) fused, with the same engine rules and the same order of checks, and no
     /// in-flight hold since nothing can interleave.
     fn create_local(&mut self, request: &engine::TransferRequest, now_ms: i64, reply: Reply) {
-        match rules::first_checks(self.transfers.get(&request.id), request) {
+        let stored = match self.stored(&request.id) {
+            Ok(stored) => stored,
+            Err(error) => return reply.send(Outcome::Failed(error)),
+        };
+        match rules::first_checks(stored.as_ref(), request) {
             Ok(FirstChecks::New) => {}
             Ok(FirstChecks::Replay(stored)) => return reply.send(Outcome::Existing(stored)),
             Err(rejection) => return reply.send(Outcome::Rejected(rejection)),
@@ -437,13 +472,12 @@ impl ShardState {
             if let Some(change) = change {
                 change.commit(account, seq);
             }
-            account.record_transfer(seq, transfer.id.clone());
         }
         transfer.seq = seq;
         transfer.last_seq = seq;
         Self::track_expiry(&mut self.expiry, &transfer);
         let transfer = Arc::new(transfer);
-        self.transfers.insert(transfer.id.clone(), transfer.clone());
+        self.transfers.store(transfer.clone());
         reply.send(Outcome::Applied(transfer));
     }
 
@@ -492,7 +526,7 @@ impl ShardState {
             .filter(|id| !self.busy.contains_key(id))
             .collect();
         for id in due {
-            let Some(stored) = self.transfers.get(&id) else { continue };
+            let Some(stored) = self.transfers.open_hold(&id) else { continue };
             if !rules::is_expired(stored, now_ms) {
                 continue;
             }
@@ -517,11 +551,9 @@ impl ShardState {
         let verdict = std::mem::replace(&mut conversation.verdict, Verdict::Undecided);
         let outcome = match verdict {
             Verdict::Accepted { seq, record } => {
-                apply_to_transfers(&mut self.transfers, seq, &record)
-                    .expect("a decided record applies to its transfer");
-                let stored = &self.transfers[&id];
-                Self::track_expiry(&mut self.expiry, stored);
-                Some(Outcome::Applied(stored.clone()))
+                let stored = self.transfers.apply(seq, &record).expect("a decided record concerns its transfer");
+                Self::track_expiry(&mut self.expiry, &stored);
+                Some(Outcome::Applied(stored))
             }
             Verdict::Tentative { record } => {
                 let (Mode::Atomic(batch), Operation::Create { request, .. }) =
@@ -632,14 +664,10 @@ impl ShardState {
         }
     }
 
-    /// Applies one side of a decided record to an owned account, and indexes a creation in
-    /// the account's history.
+    /// Applies one side of a decided record to an owned account.
     fn apply_side(&mut self, account_id: &Id, side: Side, seq: u64, record: &Record) {
         let account = self.accounts.get_mut(account_id).expect("a decided record names existing accounts");
         apply_to_account(account, side, seq, record).expect("a decided record keeps every invariant");
-        if let Record::CreateTransfer { id, .. } = record {
-            account.record_transfer(seq, id.clone());
-        }
     }
 
     // ---- the conversation: credit owner (the decider) -------------------------------------
@@ -725,9 +753,8 @@ impl ShardState {
                 self.apply_side(credit_account, Side::Credit, *seq, record);
             }
             if self.owns(id) {
-                apply_to_transfers(&mut self.transfers, *seq, record)
-                    .expect("a decided record applies to its transfer");
-                Self::track_expiry(&mut self.expiry, &self.transfers[id]);
+                let stored = self.transfers.apply(*seq, record).expect("a decided record concerns its transfer");
+                Self::track_expiry(&mut self.expiry, &stored);
             }
         }
         self.batch_holds.remove(&batch);

@@ -13,7 +13,7 @@ mod common;
 use actors::BatchItemResult;
 use common::{boot, id, usd, written};
 use engine::ledger::TransferDecision;
-use engine::{Ledger, Overdraft, Record, Rejection, TransferRequest};
+use engine::{Ledger, Overdraft, Record, Rejection, TransferBook, TransferRequest};
 use proptest::prelude::*;
 
 const ACCOUNTS: [&str; 5] = ["a", "b", "c", "d", "e"];
@@ -72,20 +72,33 @@ fn summary(result: &BatchItemResult) -> Expected {
     }
 }
 
-fn apply(reference: &mut Ledger, record: &Record) {
-    let seq = reference.last_seq + 1;
-    reference.apply(seq, record).expect("the reference applies its own decision");
+/// The reference: decisions of the ledger over the book of every transfer.
+#[derive(Clone, Default)]
+struct Reference {
+    ledger: Ledger,
+    book: TransferBook,
+}
+
+fn apply(reference: &mut Reference, record: &Record) {
+    let seq = reference.ledger.last_seq + 1;
+    reference.ledger.apply(seq, record).expect("the reference applies its own decision");
+    reference.book.apply(seq, record).expect("the book applies its own decision");
 }
 
 /// The reference results of `requests`, applied one after another at `now_ms`; an atomic
 /// batch is applied only if no item is rejected.
-fn reference_results(reference: &mut Ledger, requests: &[TransferRequest], atomic: bool, now_ms: i64) -> Vec<Expected> {
-    let mut trial = if atomic { reference.clone() } else { Ledger::default() };
+fn reference_results(
+    reference: &mut Reference,
+    requests: &[TransferRequest],
+    atomic: bool,
+    now_ms: i64,
+) -> Vec<Expected> {
+    let mut trial = if atomic { reference.clone() } else { Reference::default() };
     let target = if atomic { &mut trial } else { &mut *reference };
     let mut results = Vec::with_capacity(requests.len());
     let mut first_rejected = None;
     for (index, request) in requests.iter().enumerate() {
-        match target.create_transfer(request, now_ms) {
+        match target.ledger.create_transfer(request, target.book.get(&request.id), now_ms) {
             Ok(TransferDecision::New(record)) => {
                 let Record::CreateTransfer { amount, .. } = &record else { unreachable!("a creation record") };
                 results.push(Expected::Created(*amount));
@@ -123,7 +136,7 @@ async fn run(shards: usize, batches: Vec<Batch>) -> Result<(), TestCaseError> {
     let directory = tempfile::tempdir().unwrap();
     let clock = common::ManualClock::new();
     let node = boot(directory.path(), shards, clock.clock()).await;
-    let mut reference = Ledger::default();
+    let mut reference = Reference::default();
     for (index, name) in ACCOUNTS.iter().enumerate() {
         // Two accounts may go negative without bound, so that money enters the others.
         let overdraft = if index < 2 { Overdraft::Unlimited } else { Overdraft::Limited(engine::Amount::ZERO) };
@@ -147,20 +160,25 @@ async fn run(shards: usize, batches: Vec<Batch>) -> Result<(), TestCaseError> {
         prop_assert_eq!(&actual, &expected, "shards {}, atomic {}", shards, batch.atomic);
         for name in ACCOUNTS {
             let live = node.handle.account(&id(name)).await.unwrap();
-            let wanted = &reference.accounts[&id(name)];
+            let wanted = &reference.ledger.accounts[&id(name)];
             prop_assert_eq!(live.balance(), wanted.balance(), "balance of {}", name);
             prop_assert_eq!(live.pending_debits, wanted.pending_debits, "pending debits of {}", name);
             prop_assert_eq!(live.pending_credits, wanted.pending_credits, "pending credits of {}", name);
         }
     }
     node.stop().await;
-    let recovered = common::recovered_ledger(directory.path());
+    let (recovered, history) = common::recovered(directory.path());
     for name in ACCOUNTS {
-        let (live, wanted) = (&recovered.accounts[&id(name)], &reference.accounts[&id(name)]);
+        let (live, wanted) = (&recovered.accounts[&id(name)], &reference.ledger.accounts[&id(name)]);
         prop_assert_eq!(live.balance(), wanted.balance(), "recovered balance of {}", name);
         prop_assert_eq!(live.pending_debits, wanted.pending_debits, "recovered pending debits of {}", name);
     }
-    prop_assert_eq!(recovered.transfers.len(), reference.transfers.len());
+    prop_assert_eq!(recovered.open_holds.len(), reference.ledger.open_holds.len());
+    prop_assert_eq!(history.stats().transfers, u64::try_from(reference.book.transfers.len()).unwrap());
+    for (transfer_id, transfer) in &reference.book.transfers {
+        let stored = history.transfer(transfer_id).unwrap().expect("the history holds every transfer");
+        prop_assert_eq!((stored.amount, stored.status), (transfer.amount, transfer.status));
+    }
     Ok(())
 }
 

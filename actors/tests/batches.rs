@@ -53,7 +53,7 @@ async fn batch_items_see_earlier_items() {
     };
     assert!(seq(0) < seq(1) && seq(1) < seq(3));
     node.stop().await;
-    assert_eq!(recovered_ledger(directory.path()).transfers.len(), 3);
+    assert_eq!(common::recovered(directory.path()).1.stats().transfers, 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -175,8 +175,9 @@ async fn concurrent_singles_and_batches_keep_every_invariant() {
     }
     assert!(acknowledged.len() > 100, "enough transfers went through ({})", acknowledged.len());
     node.stop().await;
-    let ledger = recovered_ledger(directory.path());
+    let (_, history) = common::recovered(directory.path());
     for (transfer_id, amount) in acknowledged {
-        assert_eq!(ledger.transfers[&transfer_id].amount, amount, "acknowledged {transfer_id} is in the log");
+        let stored = history.transfer(&transfer_id).unwrap().expect("an acknowledged transfer is stored");
+        assert_eq!(stored.amount, amount, "acknowledged {transfer_id} is in the log");
     }
 }

@@ -63,7 +63,11 @@ async fn a_rejection_waits_for_the_effect_it_saw() {
         let (commit, committer) = Committer::start(gate.clone(), 1, settings);
         let settings =
             LedgerSettings { shards, max_in_flight_transfers: 1000, expiry_tick_ms: 10, clock: system_clock() };
-        let handle = LedgerHandle::start(settings, engine::Ledger::default(), commit.clone()).await.unwrap();
+        // A history that ingests nothing: the gate's storage hands no group on.
+        let history_dir = tempfile::tempdir().unwrap();
+        let (history, _history_threads) =
+            history::History::open(history_dir.path(), common::history_settings()).unwrap();
+        let handle = LedgerHandle::start(settings, engine::Ledger::default(), commit.clone(), history).await.unwrap();
         handle.create_account(account("bank", Overdraft::Unlimited)).await.unwrap();
         for name in ["alice", "bob"] {
             handle.create_account(account(name, Overdraft::Limited(Amount::ZERO))).await.unwrap();

@@ -85,6 +85,8 @@ async fn pending_life_cycle_with_frozen_accounts_and_deadlines() {
     let bob = handle.account(&id("bob")).await.unwrap();
     assert_eq!((bob.balance(), bob.pending_credits), (cents(2_000), Amount::ZERO));
     node.stop().await;
-    let ledger = common::recovered_ledger(directory.path());
-    assert_eq!(ledger.transfers[&id("h3")].status, TransferStatus::Expired, "expiry is durable");
+    let (ledger, history) = common::recovered(directory.path());
+    assert!(!ledger.open_holds.contains_key(&id("h3")));
+    let stored = history.transfer(&id("h3")).unwrap().expect("the history holds every transfer");
+    assert_eq!(stored.status, TransferStatus::Expired, "expiry is durable");
 }

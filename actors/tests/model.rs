@@ -1,15 +1,19 @@
 //! The live, sharded path against the reference engine.
 //!
 //! Random operation sequences run through `LedgerHandle` (one shard, where conversations run
-//! inline, or three, where they cross actors) and through `engine::Ledger`'s reference decisions. Every outcome must be
-//! the same, account and transfer state must be the same after every step, and a restart
-//! step stops the node and recovers it from its log, which must give the same state again.
+//! inline, or three, where they cross actors) and through `engine::Ledger`'s reference
+//! decisions with a book of every transfer. Every outcome must be the same, account and
+//! transfer state must be the same after every step (transfers read through the live handle,
+//! from the shards' memory or the history on disk), and a restart step stops the node and
+//! recovers it from its log, which must give the same state again: after a clean stop, and
+//! after a stop that leaves the history behind the log (as a crash between the log's last write
+//! and the history's next checkpoint does).
 
 mod common;
 
 use common::{ManualClock, boot, cents, id, usd, written};
 use engine::ledger::TransferDecision;
-use engine::{Ledger, Overdraft, Record, TransferRequest};
+use engine::{Ledger, Overdraft, Record, TransferBook, TransferRequest};
 use proptest::prelude::*;
 
 const ACCOUNTS: [&str; 4] = ["a", "b", "c", "d"];
@@ -22,6 +26,7 @@ enum Operation {
     Freeze { account: usize, frozen: bool },
     AdvanceSeconds(i64),
     Restart,
+    RestartWithHistoryBehind,
 }
 
 fn operation() -> impl Strategy<Value = Operation> {
@@ -35,16 +40,27 @@ fn operation() -> impl Strategy<Value = Operation> {
         1 => (0_usize..4, any::<bool>()).prop_map(|(account, frozen)| Operation::Freeze { account, frozen }),
         1 => (1_i64..3).prop_map(Operation::AdvanceSeconds),
         1 => Just(Operation::Restart),
+        1 => Just(Operation::RestartWithHistoryBehind),
     ]
 }
 
-fn apply(reference: &mut Ledger, record: Record) {
-    let seq = reference.last_seq + 1;
-    reference.apply(seq, &record).expect("reference applies");
+/// The reference: the ledger's reference decisions over the book of every transfer.
+#[derive(Default)]
+struct Reference {
+    ledger: Ledger,
+    book: TransferBook,
+}
+
+fn apply(reference: &mut Reference, record: Record) {
+    let seq = reference.ledger.last_seq + 1;
+    reference.ledger.apply(seq, &record).expect("reference applies");
+    reference.book.apply(seq, &record).expect("the book applies");
 }
 
 /// Compares what a client can see: balances, holds, flags, transfer statuses.
-fn assert_same_state(live: &Ledger, reference: &Ledger) -> Result<(), TestCaseError> {
+fn assert_same_state(live: &Ledger, history: &history::History, reference: &Reference) -> Result<(), TestCaseError> {
+    let reference_book = &reference.book;
+    let reference = &reference.ledger;
     for name in ACCOUNTS {
         let (live_account, reference_account) = (&live.accounts[&id(name)], &reference.accounts[&id(name)]);
         prop_assert_eq!(live_account.debits_posted, reference_account.debits_posted, "debits of {}", name);
@@ -54,12 +70,19 @@ fn assert_same_state(live: &Ledger, reference: &Ledger) -> Result<(), TestCaseEr
         prop_assert_eq!(live_account.frozen, reference_account.frozen);
         prop_assert_eq!(live_account.version, reference_account.version, "version of {}", name);
     }
-    prop_assert_eq!(live.transfers.len(), reference.transfers.len());
-    for (transfer_id, transfer) in &reference.transfers {
-        let live_transfer = &live.transfers[transfer_id];
-        prop_assert_eq!(live_transfer.status, transfer.status);
-        prop_assert_eq!(live_transfer.posted_amount, transfer.posted_amount);
-        prop_assert_eq!(live_transfer.amount, transfer.amount);
+    prop_assert_eq!(&live.open_holds, &reference.open_holds);
+    for (transfer_id, transfer) in &reference_book.transfers {
+        let stored = history.transfer(transfer_id).unwrap();
+        prop_assert_eq!(stored.as_deref(), Some(&**transfer), "transfer {} in the history", transfer_id);
+    }
+    Ok(())
+}
+
+/// Every transfer read through the live handle equals the reference's.
+async fn assert_same_transfers(handle: &actors::LedgerHandle, reference: &Reference) -> Result<(), TestCaseError> {
+    for (transfer_id, transfer) in &reference.book.transfers {
+        let live = handle.transfer(transfer_id).await.unwrap();
+        prop_assert_eq!(&*live, &**transfer, "transfer {} read live", transfer_id);
     }
     Ok(())
 }
@@ -68,7 +91,7 @@ async fn run(shards: usize, operations: Vec<Operation>) -> Result<(), TestCaseEr
     let directory = tempfile::tempdir().unwrap();
     let clock = ManualClock::new();
     let mut node = boot(directory.path(), shards, clock.clock()).await;
-    let mut reference = Ledger::default();
+    let mut reference = Reference::default();
     for (index, name) in ACCOUNTS.iter().enumerate() {
         let overdraft = if index == 0 { Overdraft::Unlimited } else { Overdraft::Limited(engine::Amount::ZERO) };
         let (account, created) = node.handle.create_account(common::account(name, overdraft)).await.unwrap();
@@ -98,7 +121,7 @@ async fn run(shards: usize, operations: Vec<Operation>) -> Result<(), TestCaseEr
                     description: String::new(),
                     metadata: Default::default(),
                 };
-                let expected = reference.create_transfer(&request, now_ms);
+                let expected = reference.ledger.create_transfer(&request, reference.book.get(&request.id), now_ms);
                 let actual = node.handle.create_transfer(request).await;
                 match (expected, actual) {
                     (Ok(TransferDecision::New(record)), Ok((transfer, true))) => {
@@ -117,7 +140,7 @@ async fn run(shards: usize, operations: Vec<Operation>) -> Result<(), TestCaseEr
             Operation::Post { id: number, cents: amount } => {
                 let transfer_id = id(&format!("t{number}"));
                 let amount = amount.map(written);
-                let expected = reference.post(&transfer_id, amount.as_ref(), now_ms);
+                let expected = reference.ledger.post(reference.book.get(&transfer_id), amount.as_ref(), now_ms);
                 let actual = node.handle.post_transfer(&transfer_id, amount).await;
                 match (expected, actual) {
                     (Ok(Some(record)), Ok(_)) => apply(&mut reference, record),
@@ -128,7 +151,7 @@ async fn run(shards: usize, operations: Vec<Operation>) -> Result<(), TestCaseEr
             }
             Operation::Void { id: number } => {
                 let transfer_id = id(&format!("t{number}"));
-                let expected = reference.void(&transfer_id, now_ms);
+                let expected = reference.ledger.void(reference.book.get(&transfer_id), now_ms);
                 let actual = node.handle.void_transfer(&transfer_id).await;
                 match (expected, actual) {
                     (Ok(Some(record)), Ok(_)) => apply(&mut reference, record),
@@ -138,7 +161,7 @@ async fn run(shards: usize, operations: Vec<Operation>) -> Result<(), TestCaseEr
                 }
             }
             Operation::Freeze { account, frozen } => {
-                let before = reference.accounts[&id(ACCOUNTS[account])].frozen;
+                let before = reference.ledger.accounts[&id(ACCOUNTS[account])].frozen;
                 node.handle.set_frozen(&id(ACCOUNTS[account]), frozen).await.unwrap();
                 if before != frozen {
                     apply(&mut reference, Record::SetFrozen { account: id(ACCOUNTS[account]), frozen });
@@ -146,7 +169,7 @@ async fn run(shards: usize, operations: Vec<Operation>) -> Result<(), TestCaseEr
             }
             Operation::AdvanceSeconds(seconds) => {
                 clock.advance_ms(seconds * 1000);
-                let due = reference.expire(clock.now_ms());
+                let due = reference.ledger.expire(clock.now_ms());
                 for record in due.iter().cloned() {
                     apply(&mut reference, record);
                 }
@@ -164,26 +187,33 @@ async fn run(shards: usize, operations: Vec<Operation>) -> Result<(), TestCaseEr
                     }
                 }
             }
-            Operation::Restart => {
-                node.stop().await;
-                let recovered = common::recovered_ledger(directory.path());
-                assert_same_state(&recovered, &reference)?;
+            restart @ (Operation::Restart | Operation::RestartWithHistoryBehind) => {
+                assert_same_transfers(&node.handle, &reference).await?;
+                if matches!(restart, Operation::Restart) {
+                    node.stop().await;
+                } else {
+                    node.stop_leaving_history_behind().await;
+                }
+                let (recovered, history) = common::recovered(directory.path());
+                assert_same_state(&recovered, &history, &reference)?;
+                drop(history);
                 node = boot(directory.path(), shards, clock.clock()).await;
             }
         }
         for name in ACCOUNTS {
             let live = node.handle.account(&id(name)).await.unwrap();
-            let expected = &reference.accounts[&id(name)];
+            let expected = &reference.ledger.accounts[&id(name)];
             prop_assert_eq!(live.balance(), expected.balance(), "balance of {}", name);
             prop_assert_eq!(live.pending_debits, expected.pending_debits, "pending debits of {}", name);
             prop_assert_eq!(live.pending_credits, expected.pending_credits, "pending credits of {}", name);
             prop_assert_eq!(live.version, expected.version, "version of {}", name);
         }
-        reference.check_invariants().map_err(|violation| TestCaseError::fail(violation.to_string()))?;
+        reference.ledger.check_invariants().map_err(|violation| TestCaseError::fail(violation.to_string()))?;
     }
+    assert_same_transfers(&node.handle, &reference).await?;
     node.stop().await;
-    let recovered = common::recovered_ledger(directory.path());
-    assert_same_state(&recovered, &reference)
+    let (recovered, history) = common::recovered(directory.path());
+    assert_same_state(&recovered, &history, &reference)
 }
 
 proptest! {

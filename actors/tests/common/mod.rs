@@ -7,13 +7,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
-use actors::{AccountRequest, Clock, LedgerHandle, LedgerSettings};
+use actors::{AccountRequest, Clock, LedgerHandle, LedgerSettings, OpenLedger, OpenSettings};
 use engine::{Amount, Currency, Id, Overdraft, TransferRequest, WrittenAmount};
-use snapshots::{Committer, CommitterSettings};
+use history::HistorySettings;
+use snapshots::{CommitterSettings, Retention};
 
 pub struct Node {
     pub handle: LedgerHandle,
-    committer: Option<std::thread::JoinHandle<Result<(), snapshots::WalError>>>,
+    opened: OpenLedger,
     pub dir: PathBuf,
 }
 
@@ -43,25 +44,40 @@ impl ManualClock {
     }
 }
 
+/// A small history: frequent checkpoints, so that tests cross them.
+pub fn history_settings() -> HistorySettings {
+    HistorySettings { cache_bytes: 1 << 20, checkpoint_records: 64, checkpoint_interval_ms: 50 }
+}
+
+/// Opens the ledger of `dir` the way the server does.
 pub async fn boot(dir: &Path, shards: usize, clock: Clock) -> Node {
-    let recovered = snapshots::recover(dir, |_| {}).expect("recovery succeeds");
-    let next_seq = recovered.ledger.last_seq + 1;
-    let settings = CommitterSettings { group_records_max: 4096, group_bytes_max: 4 << 20, queue_records_max: 1 << 20 };
-    let (commit, committer) = Committer::start(recovered.wal, next_seq, settings);
-    let settings = LedgerSettings { shards, max_in_flight_transfers: 100_000, expiry_tick_ms: 10, clock };
-    let handle = LedgerHandle::start(settings, recovered.ledger, commit).await.expect("actors start");
-    Node { handle, committer: Some(committer), dir: dir.to_path_buf() }
+    let settings = OpenSettings {
+        data_dir: dir.to_path_buf(),
+        ledger: LedgerSettings { shards, max_in_flight_transfers: 100_000, expiry_tick_ms: 10, clock: clock.clone() },
+        committer: CommitterSettings { group_records_max: 4096, group_bytes_max: 4 << 20, queue_records_max: 1 << 20 },
+        history: history_settings(),
+        snapshot_interval: std::time::Duration::ZERO,
+        retention: Retention { snapshots_kept: 3, wal_retention_snapshots: 0 },
+        watermark_period: std::time::Duration::from_secs(1),
+        clock,
+    };
+    let opened = actors::open(settings, |_| {}).await.expect("the ledger opens");
+    Node { handle: opened.handle.clone(), opened, dir: dir.to_path_buf() }
 }
 
 impl Node {
-    pub async fn stop(mut self) {
-        self.handle.shutdown().await;
-        let committer = self.committer.take().expect("stopped once");
-        tokio::task::spawn_blocking(move || {
-            committer.join().expect("committer thread").expect("committer ends cleanly")
-        })
-        .await
-        .expect("join");
+    pub async fn stop(self) {
+        self.opened.close().await;
+    }
+
+    /// Stops with the history left at its last checkpoint (as a crash would leave it).
+    pub async fn stop_leaving_history_behind(self) {
+        self.opened.close_leaving_history_behind().await;
+    }
+
+    /// The open ledger (snapshots, history).
+    pub fn opened(&self) -> &OpenLedger {
+        &self.opened
     }
 }
 
@@ -100,9 +116,16 @@ pub fn transfer(transfer_id: &str, debit: &str, credit: &str, cents: i64) -> Tra
     }
 }
 
-/// Replays the data dir offline and checks every invariant.
-pub fn recovered_ledger(dir: &Path) -> engine::Ledger {
-    let recovered = snapshots::recover(dir, |_| {}).expect("recovery succeeds");
+/// Replays the data dir offline and checks every invariant; with the history it recovered.
+pub fn recovered(dir: &Path) -> (engine::Ledger, history::History) {
+    let recovered = snapshots::recover(dir, history_settings(), |_| {}).expect("recovery succeeds");
     recovered.ledger.check_invariants().expect("invariants hold after recovery");
-    recovered.ledger
+    recovered.history.checkpoint().expect("the history checkpoints");
+    drop(recovered.history_threads);
+    (recovered.ledger, recovered.history)
+}
+
+/// [`recovered`], the ledger only.
+pub fn recovered_ledger(dir: &Path) -> engine::Ledger {
+    recovered(dir).0
 }
