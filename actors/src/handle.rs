@@ -465,7 +465,7 @@ impl LedgerHandle {
     /// The last sequence handed out so far. A decision received now saw no state later than
     /// it, so waiting for it to be durable before answering a rejection keeps the answer from
     /// resting on an effect that a crash could still undo (a hold or transfer not yet on disk).
-    pub(crate) fn decided_seq(&self) -> u64 {
+    pub fn decided_seq(&self) -> u64 {
         self.inner.commit.next_seq() - 1
     }
 

@@ -26,4 +26,4 @@ pub use handle::{
     AccountRequest, BatchItemResult, Clock, LedgerError, LedgerHandle, LedgerSettings, StartError, system_clock,
 };
 pub use maintenance::{BackupReport, MaintenanceError, SnapshotService, SnapshotTaken};
-pub use open::{OpenError, OpenLedger, OpenSettings, Recovery, open};
+pub use open::{OpenError, OpenLedger, OpenSettings, Recovery, lock_data_dir, open, open_locked};

@@ -365,7 +365,22 @@ pub fn record_snapshot_time(created_at_ms: i64) {
 /// Milliseconds since the epoch as seconds, for a gauge.
 fn milliseconds_as_seconds(milliseconds: i64) -> f64 {
     // Seconds fit in a u32 until the year 2106; earlier than the epoch reads as 0.
+    if milliseconds < 0 {
+        return 0.0;
+    }
     let whole_seconds = u32::try_from(milliseconds.div_euclid(1000)).map_or(0.0, f64::from);
     let millis = u32::try_from(milliseconds.rem_euclid(1000)).map_or(0.0, f64::from);
     whole_seconds + millis / 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::milliseconds_as_seconds;
+
+    #[test]
+    fn seconds_of_milliseconds() {
+        assert!((milliseconds_as_seconds(1_700_000_000_250) - 1_700_000_000.25).abs() < 1e-3);
+        assert!(milliseconds_as_seconds(0).abs() < f64::EPSILON);
+        assert!(milliseconds_as_seconds(-5).abs() < f64::EPSILON);
+    }
 }

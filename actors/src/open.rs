@@ -54,7 +54,7 @@ pub enum OpenError {
     #[error("{0}")]
     Lock(String),
     #[error("cannot recover data dir {}: {source}", .path.display())]
-    Recovery { path: PathBuf, source: snapshots::RecoveryError },
+    Recovery { path: PathBuf, source: Box<snapshots::RecoveryError> },
     #[error("cannot start the ledger: {0}")]
     Start(String),
 }
@@ -98,15 +98,31 @@ pub async fn open(
     settings: OpenSettings,
     progress: impl FnMut(RecoveryProgress) + Send + 'static,
 ) -> Result<OpenLedger, OpenError> {
+    let lock = lock_data_dir(&settings.data_dir)?;
+    open_locked(settings, lock, progress).await
+}
+
+/// Creates the data dir when missing and locks it against a second process.
+pub fn lock_data_dir(data_dir: &std::path::Path) -> Result<DataDirLock, OpenError> {
+    std::fs::create_dir_all(data_dir)
+        .map_err(|source| OpenError::CreateDataDir { path: data_dir.to_owned(), source })?;
+    DataDirLock::acquire(data_dir).map_err(|error| OpenError::Lock(one_line(&error.to_string())))
+}
+
+/// [`open`] of a data dir the caller locked already ([`lock_data_dir`]; `serve` locks it
+/// before it binds, so that a second server fails before taking the port).
+pub async fn open_locked(
+    settings: OpenSettings,
+    lock: DataDirLock,
+    progress: impl FnMut(RecoveryProgress) + Send + 'static,
+) -> Result<OpenLedger, OpenError> {
     let data_dir = settings.data_dir.clone();
-    std::fs::create_dir_all(&data_dir).map_err(|source| OpenError::CreateDataDir { path: data_dir.clone(), source })?;
-    let lock = DataDirLock::acquire(&data_dir).map_err(|error| OpenError::Lock(one_line(&error.to_string())))?;
     let recovering = data_dir.clone();
     let history_settings = settings.history;
     let recovered = tokio::task::spawn_blocking(move || snapshots::recover(&recovering, history_settings, progress))
         .await
         .map_err(|error| OpenError::Start(error.to_string()))?
-        .map_err(|source| OpenError::Recovery { path: data_dir.clone(), source })?;
+        .map_err(|source| OpenError::Recovery { path: data_dir.clone(), source: Box::new(source) })?;
     let recovery = Recovery {
         snapshot: recovered.snapshot.clone(),
         last_seq: recovered.ledger.last_seq,

@@ -12,9 +12,12 @@
 //! - `snapshot verify` without `--id` checks every snapshot of the data dir.
 //! - `restore --from PATH` reads the log of the snapshot's own data dir (the parent of its
 //!   `snapshots/` folder) when it has one, else `--source-dir`'s; `--from ID` needs
-//!   `--source-dir`. `--to-seq` beyond the log, or before the snapshot, is an error. The new
-//!   data dir holds one snapshot at the restored sequence and an empty log: a server started
-//!   on it continues the log from the next sequence.
+//!   `--source-dir`. `--to-seq` beyond the log, or before the snapshot, is an error; one inside
+//!   an atomic unit restores to the unit's start (`restored_to_seq: M` says where). The new
+//!   data dir holds one snapshot at the restored sequence, the history as of it (copied from
+//!   the source's history, then its log) and an empty log: a server started on it continues
+//!   the log from the next sequence. From a snapshot file alone (no source data dir), the
+//!   history holds the accounts and the open holds only, and a warning says so.
 //! - Results go to stdout; progress (at most one line a second, after the first second) and
 //!   errors go to stderr. Exit 0 on success, 1 on any failure (2 for bad flags, from clap).
 
@@ -23,14 +26,13 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use config::Config;
-use engine::Ledger;
+use history::{History, HistorySettings};
 use serde::Serialize;
 use snapshots::{DataDirLock, RecoveryProgress, SnapshotInfo, Wal};
 
-use crate::audit::{self, Audit};
+use crate::audit::{self, Audit, AuditProgress};
 use crate::http::json::format_timestamp_ms;
 use crate::serve::{self, ServeArgs};
-use crate::snapshot_scheduler;
 
 /// `ledgerd snapshot ...`.
 #[derive(Debug, clap::Subcommand)]
@@ -115,6 +117,8 @@ pub enum CommandError {
     Snapshot(#[from] snapshots::SnapshotError),
     #[error(transparent)]
     Wal(#[from] snapshots::WalError),
+    #[error(transparent)]
+    History(#[from] history::HistoryError),
     #[error("{0}")]
     Invalid(String),
     #[error("{0}")]
@@ -188,16 +192,44 @@ impl ProgressLine {
         ProgressLine { what, started: Instant::now(), last_printed: None }
     }
 
-    fn report(&mut self, progress: RecoveryProgress) {
+    /// Whether a line is due now (and, if so, that one is printed now).
+    fn due(&mut self) -> Option<Instant> {
         let now = Instant::now();
         let due = match self.last_printed {
             None => now.duration_since(self.started) >= Self::FIRST_AFTER,
             Some(last) => now.duration_since(last) >= Self::EVERY,
         };
         if !due {
-            return;
+            return None;
         }
         self.last_printed = Some(now);
+        Some(now)
+    }
+
+    /// A step of other work: `done` of `of` (history copied, checked, ingested).
+    fn step(&mut self, step: &str, done: u64, of: u64) {
+        let Some(now) = self.due() else {
+            return;
+        };
+        let percent = done.saturating_mul(100) / of.max(1);
+        eprintln!(
+            "ledgerd: {}: {step}: {done} of {of} ({percent}%), {:.0?} elapsed",
+            self.what,
+            now.duration_since(self.started)
+        );
+    }
+
+    fn audit(&mut self, progress: AuditProgress) {
+        match progress {
+            AuditProgress::Replay(report) => self.report(report),
+            AuditProgress::History { what, done, of } => self.step(what, done, of),
+        }
+    }
+
+    fn report(&mut self, progress: RecoveryProgress) {
+        let Some(now) = self.due() else {
+            return;
+        };
         let span = progress.target_seq.saturating_sub(progress.snapshot_seq).max(1);
         let done = progress.applied_seq.saturating_sub(progress.snapshot_seq);
         let percent = done.saturating_mul(100) / span;
@@ -230,26 +262,31 @@ fn offline_config(config_file: Option<&Path>, data_dir: &Path) -> Result<Config,
 fn snapshot_create(args: &SnapshotCreateArgs) -> Result<(), CommandError> {
     let config = offline_config(args.config.as_deref(), &args.data_dir)?;
     let (_lock, wal) = open_existing(&args.data_dir)?;
+    // Recovery opens the log itself.
+    drop(wal);
     let mut progress = ProgressLine::new("snapshot create");
     let started = Instant::now();
-    let taken = snapshot_scheduler::take_snapshot(
-        &args.data_dir,
-        &wal,
-        now_ms(),
-        snapshot_scheduler::retention(&config),
-        |report| progress.report(report),
-    )?;
-    let info = &taken.info;
+    let recovered =
+        snapshots::recover(&args.data_dir, serve::history_settings(&config), |report| progress.report(report))?;
+    // The history checkpointed to the log's end, so that retention may drop all it covers.
+    let history_seq = recovered.history.close(recovered.history_threads)?;
+    let ledger = recovered.ledger;
+    let newest = snapshots::list_snapshots(&args.data_dir)?.pop();
+    let (info, written) = match newest.filter(|newest| newest.seq == ledger.last_seq) {
+        Some(newest) => (newest, false),
+        None => (snapshots::write_ledger_snapshot(&args.data_dir, &ledger, history_seq, now_ms())?, true),
+    };
+    let retained = snapshots::apply_retention(&args.data_dir, &recovered.wal, history_seq, serve::retention(&config))?;
     eprintln!(
-        "ledgerd: snapshot {} at seq {}: {} accounts, {} transfers, {} bytes{} in {:.2?}{}",
+        "ledgerd: snapshot {} at seq {}: {} accounts, {} open holds, {} bytes{} in {:.2?}{}",
         info.id,
         info.seq,
         info.accounts,
-        info.transfers,
+        info.open_holds,
         info.bytes,
-        if taken.written { " written" } else { " (already the newest: nothing new in the log)" },
+        if written { " written" } else { " (already the newest: nothing new in the log)" },
         started.elapsed(),
-        retention_note(taken.snapshots_removed, taken.log_groups_removed)
+        retention_note(retained.snapshots_removed, retained.log_groups_removed)
     );
     print_out(&format!("{}\n", info.id))
 }
@@ -337,18 +374,14 @@ fn snapshot_verify(args: &SnapshotVerifyArgs) -> Result<(), CommandError> {
     let mut unsound = Vec::new();
     let mut report = String::new();
     for path in &paths {
+        // Reading checks the checksums, the decoding and every invariant of the state.
         match snapshots::read_snapshot(path) {
             Ok((info, ledger)) => {
-                let problems = audit::posted_totals_problems(&ledger);
-                if problems.is_empty() {
-                    report.push_str(&format!(
-                        "{}  sound  seq={}  accounts={}  transfers={}  bytes={}\n",
-                        info.id, info.seq, info.accounts, info.transfers, info.bytes
-                    ));
-                } else {
-                    report.push_str(&format!("{}  UNSOUND  {}\n", info.id, problems[0]));
-                    unsound.push(format!("snapshot {}: {}", info.id, problems[0]));
-                }
+                drop(ledger);
+                report.push_str(&format!(
+                    "{}  sound  seq={}  accounts={}  open_holds={}  bytes={}\n",
+                    info.id, info.seq, info.accounts, info.open_holds, info.bytes
+                ));
             }
             Err(error) => {
                 let name = path.file_stem().map(|stem| stem.to_string_lossy().into_owned()).unwrap_or_default();
@@ -368,8 +401,13 @@ fn snapshot_verify(args: &SnapshotVerifyArgs) -> Result<(), CommandError> {
 /// Where `restore` reads from.
 struct RestoreSource {
     snapshot: PathBuf,
-    /// The data dir whose log is replayed, if any.
-    log_dir: Option<PathBuf>,
+    /// The data dir whose log is replayed and whose history is copied, if any.
+    data_dir: Option<PathBuf>,
+}
+
+/// Whether `path` holds a log or a history: a data dir to read from (and to lock).
+fn is_data_dir(path: &Path) -> bool {
+    has_log(path) || History::exists(path)
 }
 
 fn restore_source(args: &RestoreArgs) -> Result<RestoreSource, CommandError> {
@@ -380,15 +418,15 @@ fn restore_source(args: &RestoreArgs) -> Result<RestoreSource, CommandError> {
             .filter(|parent| parent.file_name().is_some_and(|name| name == snapshots::snapshot::SNAPSHOTS_DIR_NAME))
             .and_then(Path::parent)
             .map(|dir| if dir.as_os_str().is_empty() { Path::new(".") } else { dir });
-        let log_dir = match (&args.source_dir, own_dir) {
+        let data_dir = match (&args.source_dir, own_dir) {
             (Some(source), _) => {
                 existing_dir(source)?;
-                has_log(source).then(|| source.clone())
+                is_data_dir(source).then(|| source.clone())
             }
-            (None, Some(own)) if has_log(own) => Some(own.to_owned()),
+            (None, Some(own)) if is_data_dir(own) => Some(own.to_owned()),
             (None, _) => None,
         };
-        return Ok(RestoreSource { snapshot: as_path.to_owned(), log_dir });
+        return Ok(RestoreSource { snapshot: as_path.to_owned(), data_dir });
     }
     if snapshots::snapshot::parse_snapshot_id(&args.from).is_some() {
         let Some(source) = &args.source_dir else {
@@ -406,7 +444,7 @@ fn restore_source(args: &RestoreArgs) -> Result<RestoreSource, CommandError> {
                 snapshots::snapshots_dir(source).display()
             )));
         }
-        return Ok(RestoreSource { snapshot, log_dir: has_log(source).then(|| source.clone()) });
+        return Ok(RestoreSource { snapshot, data_dir: is_data_dir(source).then(|| source.clone()) });
     }
     Err(CommandError::Invalid(format!(
         "--from {}: no such snapshot file, and not a snapshot id (snap-<20 digits>)",
@@ -445,21 +483,20 @@ fn same_dir(a: &Path, b: &Path) -> bool {
 pub fn run_restore(args: &RestoreArgs) -> Result<(), CommandError> {
     let source = restore_source(args)?;
     check_restore_target(&args.data_dir)?;
-    if let Some(log_dir) = &source.log_dir
-        && same_dir(log_dir, &args.data_dir)
+    if let Some(source_dir) = &source.data_dir
+        && same_dir(source_dir, &args.data_dir)
     {
         return Err(CommandError::Invalid("--data-dir must be a new data dir, not the source".to_owned()));
     }
-    // The source: its lock (no server may append to the log being read), then its log.
-    let (source_lock, wal) = match &source.log_dir {
-        Some(dir) => {
-            let lock = lock_existing(dir)?;
-            (Some(lock), Some(Wal::open(dir)?))
-        }
-        None => (None, None),
+    // The source: its lock (no server may append to the log or the history being read), then
+    // its log.
+    let source_lock = source.data_dir.as_deref().map(lock_existing).transpose()?;
+    let wal = match &source.data_dir {
+        Some(dir) if has_log(dir) => Some(Wal::open(dir)?),
+        _ => None,
     };
-    if let (Some(dir), Some(wal)) = (&source.log_dir, &wal)
-        && let Err(error) = crate::log_watermark::check(dir, wal.last_seq())
+    if let (Some(dir), Some(wal)) = (&source.data_dir, &wal)
+        && let Err(error) = snapshots::log_watermark::check(dir, wal.last_seq())
     {
         eprintln!("ledgerd: warning: {error}; restoring from what the log still holds");
     }
@@ -468,28 +505,58 @@ pub fn run_restore(args: &RestoreArgs) -> Result<(), CommandError> {
     }
     let mut progress = ProgressLine::new("restore");
     let started = Instant::now();
-    let (ledger, replayed) =
+    let replayed =
         snapshots::replay_to(Some(&source.snapshot), wal.as_ref(), args.to_seq, |report| progress.report(report))?;
+    let target_lock = lock_new_target(&args.data_dir)?;
+    let restore_from = snapshots::RestoreSource { wal: wal.as_ref(), data_dir: source.data_dir.as_deref() };
+    let info = snapshots::restore_into(
+        &args.data_dir,
+        &replayed,
+        restore_from,
+        now_ms(),
+        HistorySettings::default(),
+        |step, done, of| progress.step(step, done, of),
+    )?;
     drop(wal);
     drop(source_lock);
-    let info = write_restored(&args.data_dir, &ledger)?;
+    let seeded_at = History::open_read_only(&args.data_dir)?.complete_from_seq();
+    drop(target_lock);
+    if seeded_at > 0 {
+        eprintln!(
+            "ledgerd: warning: restored from the snapshot alone (no history or log of its data dir): the new data dir \
+             has the accounts and the open holds, but not the transfers settled before seq {seeded_at}, which are \
+             not readable there and whose ids are not remembered; restore from the source data dir or a backup \
+             (--source-dir) to keep them"
+        );
+    }
+    let ledger = &replayed.ledger;
     eprintln!(
-        "ledgerd: restored seq {} ({} accounts, {} transfers; {replayed} log records replayed after the snapshot) \
-         into {} in {:.2?}",
-        ledger.last_seq,
+        "ledgerd: restored seq {} ({} accounts, {} open holds; {} log records replayed after the snapshot) into {} in \
+         {:.2?}",
+        replayed.to_seq,
         ledger.accounts.len(),
-        ledger.transfers.len(),
+        ledger.open_holds.len(),
+        replayed.replayed_records,
         args.data_dir.display(),
         started.elapsed()
     );
-    print_out(&format!("restored {} last_seq: {}\n", info.id, ledger.last_seq))
+    if let Some(asked) = args.to_seq
+        && asked != replayed.to_seq
+    {
+        eprintln!(
+            "ledgerd: note: seq {asked} is inside an atomic unit (a batch, or the facts of one decision); restored \
+             to seq {}, before it",
+            replayed.to_seq
+        );
+    }
+    print_out(&format!("restored {} last_seq: {}\nrestored_to_seq: {}\n", info.id, replayed.to_seq, replayed.to_seq))
 }
 
-/// Creates the new data dir (locked while it is written) holding one snapshot of `ledger`.
-fn write_restored(target: &Path, ledger: &Ledger) -> Result<SnapshotInfo, CommandError> {
+/// Locks the new data dir (created when missing) while the restore writes it; someone who
+/// started writing into it since the check makes the restore fail.
+fn lock_new_target(target: &Path) -> Result<DataDirLock, CommandError> {
     let created = !target.exists();
     let lock = DataDirLock::acquire(target).map_err(|error| CommandError::Locked { reason: error.to_string() })?;
-    // Someone may have started writing into it since the check: only our lock file is allowed.
     let foreign = std::fs::read_dir(target)
         .map_err(|error| CommandError::Invalid(format!("{}: {error}", target.display())))?
         .filter_map(Result::ok)
@@ -497,19 +564,12 @@ fn write_restored(target: &Path, ledger: &Ledger) -> Result<SnapshotInfo, Comman
     if foreign {
         return Err(CommandError::Invalid(format!("--data-dir {} is no longer empty", target.display())));
     }
-    if created
-        && let Some(parent) = target.parent().filter(|parent| !parent.as_os_str().is_empty())
-        && let Ok(parent) = std::fs::File::open(parent)
-    {
+    if created && let Some(parent) = target.parent().filter(|parent| !parent.as_os_str().is_empty()) {
         // Make the new directory's entry durable.
-        parent.sync_all().map_err(|error| CommandError::Failed(format!("fsync {}: {error}", target.display())))?;
+        durable::sync_dir(parent)
+            .map_err(|error| CommandError::Failed(format!("fsync {}: {error}", parent.display())))?;
     }
-    let info = snapshots::write_snapshot(target, ledger, now_ms())?;
-    // An empty log, so the new dir is a whole data dir; a server continues it after the
-    // snapshot's sequence.
-    drop(Wal::open(target)?);
-    drop(lock);
-    Ok(info)
+    Ok(lock)
 }
 
 /// `ledgerd verify`.
@@ -517,7 +577,7 @@ pub fn run_verify(args: &VerifyArgs) -> Result<(), CommandError> {
     let (_lock, wal) = open_existing(&args.data_dir)?;
     let mut progress = ProgressLine::new("verify");
     let started = Instant::now();
-    let audit = audit::audit_data_dir(&args.data_dir, &wal, |report| progress.report(report));
+    let audit = audit::audit_data_dir(&args.data_dir, &wal, |report| progress.audit(report));
     print_out(&verify_summary(&args.data_dir, &audit, started.elapsed()))?;
     match audit.problems.len() {
         0 if audit.ledger.is_some() => Ok(()),
@@ -549,12 +609,18 @@ pub fn verify_summary(data_dir: &Path, audit: &Audit, elapsed: Duration) -> Stri
     for note in &audit.notes {
         line(format!("note: {note}"));
     }
+    if let Some(history_seq) = audit.history_seq {
+        line(format!("history: to seq {history_seq}"));
+    }
     if let Some(ledger) = &audit.ledger {
         line(format!("accounts: {}", ledger.accounts.len()));
-        let counts = audit::transfer_counts(ledger);
-        let by_status: Vec<String> =
-            counts.iter().map(|(status, count)| format!("{} {count}", status.as_str())).collect();
-        line(format!("transfers: {} ({})", ledger.transfers.len(), by_status.join(", ")));
+        line(format!("open holds: {}", ledger.open_holds.len()));
+        if let Some(counts) = &audit.transfers {
+            let total: u64 = counts.iter().map(|(_, count)| count).sum();
+            let by_status: Vec<String> =
+                counts.iter().map(|(status, count)| format!("{} {count}", status.as_str())).collect();
+            line(format!("transfers: {total} ({})", by_status.join(", ")));
+        }
         for (code, totals) in audit::currency_totals(ledger) {
             line(format!(
                 "currency {code}: accounts {}, balances sum {}, positive balances {}",

@@ -11,7 +11,6 @@
 //! environment before anything binds) and the webhook service over the recovered bookkeeping,
 //! and [`build_app`], the same wiring without a socket for tests.
 
-use std::collections::BTreeMap;
 use std::future::IntoFuture;
 use std::io::{IsTerminal as _, Write as _};
 use std::net::SocketAddr;
@@ -19,16 +18,16 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use actors::{Clock, LedgerHandle, LedgerSettings, system_clock};
+use actors::{Clock, LedgerHandle, LedgerSettings, OpenLedger, OpenSettings, SnapshotService, system_clock};
 use axum::Router;
 use config::{Config, LogFormat, process_environment};
+use history::HistorySettings;
 use metrics_exporter_prometheus::PrometheusHandle;
+use snapshots::{RecoveryProgress, Retention};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::http::{self, AppState};
-use crate::log_watermark::{self, WatermarkKeeper};
-use crate::snapshot_scheduler::{self, SchedulerSettings, SnapshotScheduler, SnapshotService};
 use crate::webhooks::providers::{ProviderError, Providers};
 use crate::webhooks::{WebhookSettings, Webhooks};
 
@@ -77,6 +76,9 @@ pub enum ServeError {
 
 /// How long in-flight requests get to finish after SIGTERM, beyond the request timeout.
 const DRAIN_GRACE: Duration = Duration::from_secs(5);
+
+/// How often the log's watermark is written while the log moves.
+const WATERMARK_PERIOD: Duration = Duration::from_secs(1);
 
 /// How often a long recovery logs its progress.
 const RECOVERY_PROGRESS_PERIOD: Duration = Duration::from_secs(5);
@@ -139,74 +141,41 @@ pub fn resolve_providers(config: &Config, environment: &[(String, String)]) -> R
 
 /// Creates the data directory when missing and locks it.
 pub fn open_data_dir(path: &Path) -> Result<snapshots::DataDirLock, ServeError> {
-    std::fs::create_dir_all(path).map_err(|source| ServeError::CreateDataDir { path: path.to_owned(), source })?;
-    snapshots::DataDirLock::acquire(path)
-        .map_err(|error| ServeError::Lock { path: path.to_owned(), reason: one_line(&error.to_string()) })
+    actors::lock_data_dir(path).map_err(|error| match error {
+        actors::OpenError::CreateDataDir { path, source } => ServeError::CreateDataDir { path, source },
+        other => ServeError::Lock { path: path.to_owned(), reason: one_line(&other.to_string()) },
+    })
 }
 
-/// The durable ledger: the recovered state, the committer and the actors over them.
-pub struct Engine {
-    pub ledger: LedgerHandle,
-    /// The recovered webhook bookkeeping (`Record::External` facts), until taken.
-    external: BTreeMap<(String, String), Vec<u8>>,
-    commit: snapshots::CommitHandle,
-    committer: Option<std::thread::JoinHandle<Result<(), snapshots::WalError>>>,
-    /// Periodic snapshots (`None` when `storage.snapshot_interval_seconds` is 0).
-    snapshot_scheduler: Option<SnapshotScheduler>,
-    /// Snapshots and online backups of this data dir, one at a time.
-    snapshot_service: Arc<SnapshotService>,
-    /// The log's durable high-water mark, kept up to date.
-    watermark: Option<WatermarkKeeper>,
-    _lock: snapshots::DataDirLock,
+/// The history's settings of `config`.
+pub fn history_settings(config: &Config) -> HistorySettings {
+    HistorySettings {
+        cache_bytes: config.storage.history_cache_bytes,
+        checkpoint_interval_ms: config.storage.history_checkpoint_interval_ms,
+        ..HistorySettings::default()
+    }
 }
 
-impl Engine {
-    /// Recovers the data dir held by `lock` and starts the committer and the actors.
-    pub async fn start(config: &Config, lock: snapshots::DataDirLock, clock: Clock) -> Result<Engine, ServeError> {
-        let data_dir = config.storage.data_dir.clone();
-        let recovering = data_dir.clone();
-        let recovery_failed =
-            |reason: String| ServeError::Recovery { path: data_dir.clone(), reason: one_line(&reason) };
-        let mut recovered = tokio::task::spawn_blocking(move || {
-            // Progress at info level at most every RECOVERY_PROGRESS_PERIOD, for long replays.
-            let started = std::time::Instant::now();
-            let mut last_report = started;
-            snapshots::recover(&recovering, |progress| {
-                tracing::debug!(applied_seq = progress.applied_seq, target_seq = progress.target_seq, "recovering");
-                if last_report.elapsed() >= RECOVERY_PROGRESS_PERIOD {
-                    last_report = std::time::Instant::now();
-                    tracing::info!(
-                        applied_seq = progress.applied_seq,
-                        target_seq = progress.target_seq,
-                        replayed_records = progress.replayed_records,
-                        elapsed_seconds = started.elapsed().as_secs(),
-                        "recovering"
-                    );
-                }
-            })
-        })
-        .await
-        .map_err(|error| recovery_failed(error.to_string()))?
-        .map_err(|error| recovery_failed(error.to_string()))?;
-        // A log that came back shorter than it durably was is refused, never served.
-        log_watermark::check(&data_dir, recovered.ledger.last_seq)
-            .map_err(|error| recovery_failed(error.to_string()))?;
-        let snapshot_seq = recovered.snapshot.as_ref().map_or(0, |snapshot| snapshot.seq);
-        metrics::gauge!(http::metrics::SNAPSHOT_LAST_SEQ).set(seq_as_gauge(snapshot_seq));
-        // The age of the newest snapshot counts from its creation, or from this start (which
-        // replayed the log) when there is none yet.
-        let snapshot_created_at_ms =
-            recovered.snapshot.as_ref().map_or_else(|| clock(), |snapshot| snapshot.created_at_ms);
-        snapshot_scheduler::record_snapshot_time(snapshot_created_at_ms);
-        tracing::info!(
-            last_seq = recovered.ledger.last_seq,
-            snapshot_seq,
-            replayed_records = recovered.replayed_records,
-            accounts = recovered.ledger.accounts.len(),
-            "recovered"
-        );
-        let limits = &config.limits;
-        let settings = snapshots::CommitterSettings {
+/// The retention of snapshots and log of `config`.
+pub fn retention(config: &Config) -> Retention {
+    Retention {
+        snapshots_kept: config.storage.snapshots_kept,
+        wal_retention_snapshots: config.storage.wal_retention_snapshots,
+    }
+}
+
+/// How `config` opens its data dir, with `clock` for the ledger and its snapshots.
+pub fn open_settings(config: &Config, clock: Clock) -> OpenSettings {
+    let limits = &config.limits;
+    OpenSettings {
+        data_dir: config.storage.data_dir.clone(),
+        ledger: LedgerSettings {
+            shards: config.engine.shards,
+            max_in_flight_transfers: limits.max_in_flight_transfers,
+            expiry_tick_ms: config.engine.expiry_tick_ms,
+            clock: clock.clone(),
+        },
+        committer: snapshots::CommitterSettings {
             group_records_max: config.engine.commit_group_records_max,
             group_bytes_max: config.engine.commit_group_bytes_max,
             // Admission control (max_in_flight_transfers) bounds what the actors submit; the
@@ -216,59 +185,80 @@ impl Engine {
                 .max(limits.batch_max)
                 .max(config.engine.commit_group_records_max)
                 .saturating_mul(2),
-        };
-        let next_seq = recovered.ledger.last_seq + 1;
-        // The actors own accounts and transfers; the webhook service owns these.
-        let external = std::mem::take(&mut recovered.ledger.external);
-        // The snapshot thread reads the log through its own clone of the open log.
-        let snapshot_wal = recovered.wal.clone();
-        let watermark =
-            WatermarkKeeper::start(data_dir.clone(), recovered.wal.clone(), log_watermark::WATERMARK_PERIOD)
-                .map_err(|error| ServeError::Start(one_line(&error.to_string())))?;
-        let (commit, committer) = snapshots::Committer::start(recovered.wal, next_seq, settings);
-        let ledger_settings = LedgerSettings {
-            shards: config.engine.shards,
-            max_in_flight_transfers: limits.max_in_flight_transfers,
-            expiry_tick_ms: config.engine.expiry_tick_ms,
-            clock: clock.clone(),
-        };
-        let ledger = match LedgerHandle::start(ledger_settings, recovered.ledger, commit.clone()).await {
-            Ok(ledger) => ledger,
-            Err(error) => {
-                commit.close();
-                let _ = tokio::task::spawn_blocking(move || committer.join()).await;
-                return Err(ServeError::Start(one_line(&error.to_string())));
-            }
-        };
-        let snapshot_service = Arc::new(SnapshotService::new(
-            data_dir.clone(),
-            snapshot_wal,
-            snapshot_scheduler::retention(config),
-            clock,
-        ));
-        let scheduler_settings =
-            SchedulerSettings { interval: Duration::from_secs(config.storage.snapshot_interval_seconds), snapshot_seq };
-        let snapshot_scheduler = SnapshotScheduler::start(scheduler_settings, snapshot_service.clone());
-        Ok(Engine {
-            ledger,
-            external,
-            commit,
-            committer: Some(committer),
-            snapshot_scheduler,
-            snapshot_service,
-            watermark: Some(watermark),
-            _lock: lock,
-        })
+        },
+        history: history_settings(config),
+        snapshot_interval: Duration::from_secs(config.storage.snapshot_interval_seconds),
+        retention: retention(config),
+        watermark_period: WATERMARK_PERIOD,
+        clock,
+    }
+}
+
+/// Recovery progress at info level at most every [`RECOVERY_PROGRESS_PERIOD`], for long
+/// replays (every step at debug level).
+pub fn log_recovery_progress() -> impl FnMut(RecoveryProgress) + Send + 'static {
+    let started = std::time::Instant::now();
+    let mut last_report = started;
+    move |progress| {
+        tracing::debug!(applied_seq = progress.applied_seq, target_seq = progress.target_seq, "recovering");
+        if last_report.elapsed() >= RECOVERY_PROGRESS_PERIOD {
+            last_report = std::time::Instant::now();
+            tracing::info!(
+                applied_seq = progress.applied_seq,
+                target_seq = progress.target_seq,
+                replayed_records = progress.replayed_records,
+                elapsed_seconds = started.elapsed().as_secs(),
+                "recovering"
+            );
+        }
+    }
+}
+
+/// The durable ledger: recovered, with its committer, history, actors and snapshots running.
+pub struct Engine {
+    pub ledger: LedgerHandle,
+    opened: OpenLedger,
+}
+
+impl Engine {
+    /// Recovers the data dir held by `lock` and starts everything that runs while it is open.
+    pub async fn start(config: &Config, lock: snapshots::DataDirLock, clock: Clock) -> Result<Engine, ServeError> {
+        let data_dir = config.storage.data_dir.clone();
+        let opened = actors::open_locked(open_settings(config, clock.clone()), lock, log_recovery_progress())
+            .await
+            .map_err(|error| match error {
+                actors::OpenError::Recovery { path, source } => {
+                    ServeError::Recovery { path, reason: one_line(&source.to_string()) }
+                }
+                other => ServeError::Start(one_line(&other.to_string())),
+            })?;
+        let recovery = &opened.recovery;
+        let snapshot_seq = recovery.snapshot.as_ref().map_or(0, |snapshot| snapshot.seq);
+        metrics::gauge!(http::metrics::SNAPSHOT_LAST_SEQ).set(seq_as_gauge(snapshot_seq));
+        // The age of the newest snapshot counts from its creation, or from this start (which
+        // replayed the log) when there is none yet.
+        let snapshot_created_at_ms =
+            recovery.snapshot.as_ref().map_or_else(|| clock(), |snapshot| snapshot.created_at_ms);
+        actors::maintenance::record_snapshot_time(snapshot_created_at_ms);
+        tracing::info!(
+            data_dir = %data_dir.display(),
+            last_seq = recovery.last_seq,
+            snapshot_seq,
+            replayed_records = recovery.replayed_records,
+            history_reingested_records = recovery.reingested_records,
+            accounts = recovery.accounts,
+            "recovered"
+        );
+        Ok(Engine { ledger: opened.handle.clone(), opened })
     }
 
-    /// Starts the webhook service over the recovered bookkeeping (once; later calls see none).
+    /// Starts the webhook service; its bookkeeping lives in the history.
     pub fn start_webhooks(
-        &mut self,
+        &self,
         config: &Config,
         providers: Providers,
         clock: Clock,
     ) -> Result<Arc<Webhooks>, ServeError> {
-        let external = std::mem::take(&mut self.external);
         let settings = WebhookSettings {
             providers,
             currencies: engine::CurrencyTable::new(
@@ -278,36 +268,17 @@ impl Engine {
             clock,
             request_timeout: Duration::from_millis(config.server.request_timeout_ms),
         };
-        Webhooks::start(settings, self.ledger.clone(), &external)
-            .map_err(|error| ServeError::Start(one_line(&error.to_string())))
+        Webhooks::start(settings, self.ledger.clone()).map_err(|error| ServeError::Start(one_line(&error.to_string())))
     }
 
     /// Snapshots and online backups of the served data dir.
     pub fn snapshot_service(&self) -> &Arc<SnapshotService> {
-        &self.snapshot_service
+        &self.opened.snapshots
     }
 
-    /// Stops the snapshot thread (after the snapshot in progress), the actors (they finish
-    /// what is in flight), then the committer (it writes what was decided), records the log's
-    /// final high-water mark, then releases the data dir.
-    pub async fn stop(mut self) {
-        if let Some(scheduler) = self.snapshot_scheduler.take() {
-            let _ = tokio::task::spawn_blocking(move || scheduler.stop()).await;
-        }
-        self.ledger.shutdown().await;
-        self.commit.close();
-        let Some(committer) = self.committer.take() else {
-            return;
-        };
-        match tokio::task::spawn_blocking(move || committer.join()).await {
-            Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(error))) => tracing::error!(%error, "the committer stopped with an error"),
-            Ok(Err(_)) | Err(_) => tracing::error!("the committer thread panicked"),
-        }
-        // Everything is written: the last mark is the log's end.
-        if let Some(watermark) = self.watermark.take() {
-            let _ = tokio::task::spawn_blocking(move || watermark.stop()).await;
-        }
+    /// Stops everything in order ([`OpenLedger::close`]) and releases the data dir.
+    pub async fn stop(self) {
+        self.opened.close().await;
     }
 }
 
@@ -337,7 +308,7 @@ impl Default for AppOptions {
 pub async fn build_app(config: &Config, options: AppOptions) -> Result<App, ServeError> {
     let providers = resolve_providers(config, &process_environment())?;
     let lock = open_data_dir(&config.storage.data_dir)?;
-    let mut engine = Engine::start(config, lock, options.clock.clone()).await?;
+    let engine = Engine::start(config, lock, options.clock.clone()).await?;
     let webhooks = match engine.start_webhooks(config, providers, options.clock) {
         Ok(webhooks) => webhooks,
         Err(error) => {
@@ -383,7 +354,7 @@ async fn serve(config: Config, providers: Providers) -> Result<(), ServeError> {
         tokio::spawn(axum::serve(listener, application).with_graceful_shutdown(stopped(stop.clone())).into_future());
     tracing::debug!(%address, data_dir = %data_dir.display(), "recovering");
 
-    let mut engine = tokio::select! {
+    let engine = tokio::select! {
         started = Engine::start(&config, lock, system_clock()) => match started {
             Ok(engine) => engine,
             Err(error) => {

@@ -58,7 +58,7 @@ fn record(criterion: &mut Criterion) {
     let mut group = criterion.benchmark_group("record");
     let mut random = Random::new(1);
     for records in [1_usize, 1000] {
-        let log_group = Group { first_seq: 1_000_000, records: random_records(records, &mut random) };
+        let log_group = Group::new(1_000_000, random_records(records, &mut random));
         let encoded = encode_group(&log_group);
         group.throughput(Throughput::Elements(u64::try_from(records).expect("small")));
         group.bench_with_input(BenchmarkId::new("encode_group", records), &log_group, |bencher, log_group| {
@@ -200,8 +200,7 @@ fn actor_round_trip(criterion: &mut Criterion) {
         });
     });
     group.finish();
-    runtime.block_on(handle.shutdown());
-    ledger.committer.join().expect("the committer thread").expect("the committer ends cleanly");
+    runtime.block_on(ledger.close());
 }
 
 fn group_commit(criterion: &mut Criterion) {

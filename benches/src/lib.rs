@@ -1,30 +1,50 @@
-//! Shared pieces of ledgerd's benchmarks and crash tests: booting a ledger in-process on a
-//! data dir (recovery, committer, actors) without HTTP.
+//! Shared pieces of ledgerd's benchmarks and crash tests: opening a ledger in-process on a
+//! data dir (`actors::open`: recovery, committer, history, actors) without HTTP.
 
 use std::path::Path;
+use std::time::Duration;
 
-use actors::{AccountRequest, LedgerHandle, LedgerSettings, system_clock};
+use actors::{AccountRequest, LedgerHandle, LedgerSettings, OpenLedger, OpenSettings, system_clock};
 use engine::{Currency, Id, Overdraft, TransferRequest};
-use snapshots::{Committer, CommitterSettings, WalError};
+use history::HistorySettings;
+use snapshots::{CommitterSettings, Retention};
 
 /// A ledger running in this process.
 pub struct InProcess {
     pub handle: LedgerHandle,
-    pub committer: std::thread::JoinHandle<Result<(), WalError>>,
+    pub opened: OpenLedger,
     pub recovered_seq: u64,
 }
 
-/// Recovers `data_dir` and starts the committer and the actors on it.
+/// The settings the benches open a ledger with: `shards` shards, no periodic snapshot.
+pub fn open_settings(data_dir: &Path, shards: usize) -> OpenSettings {
+    OpenSettings {
+        data_dir: data_dir.to_owned(),
+        ledger: LedgerSettings { shards, max_in_flight_transfers: 1 << 20, expiry_tick_ms: 100, clock: system_clock() },
+        committer: CommitterSettings {
+            group_records_max: 16_384,
+            group_bytes_max: 4 << 20,
+            queue_records_max: 1 << 20,
+        },
+        history: HistorySettings::default(),
+        snapshot_interval: Duration::ZERO,
+        retention: Retention { snapshots_kept: 3, wal_retention_snapshots: 0 },
+        watermark_period: Duration::from_secs(1),
+        clock: system_clock(),
+    }
+}
+
+/// Opens `data_dir` with [`open_settings`].
 pub async fn start(data_dir: &Path, shards: usize) -> anyhow::Result<InProcess> {
-    let recovered = snapshots::recover(data_dir, |_| {})?;
-    let recovered_seq = recovered.ledger.last_seq;
-    let settings =
-        CommitterSettings { group_records_max: 16_384, group_bytes_max: 4 << 20, queue_records_max: 1 << 20 };
-    let (commit, committer) = Committer::start(recovered.wal, recovered_seq + 1, settings);
-    let settings =
-        LedgerSettings { shards, max_in_flight_transfers: 1 << 20, expiry_tick_ms: 100, clock: system_clock() };
-    let handle = LedgerHandle::start(settings, recovered.ledger, commit).await?;
-    Ok(InProcess { handle, committer, recovered_seq })
+    let opened = actors::open(open_settings(data_dir, shards), |_| {}).await?;
+    Ok(InProcess { handle: opened.handle.clone(), recovered_seq: opened.recovery.last_seq, opened })
+}
+
+impl InProcess {
+    /// Stops the ledger cleanly (everything decided written, the history checkpointed).
+    pub async fn close(self) {
+        self.opened.close().await;
+    }
 }
 
 pub fn id(text: &str) -> Id {

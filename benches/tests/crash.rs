@@ -1,5 +1,6 @@
 //! Crash safety: SIGKILL a process writing through the engine at random moments, recover, and
-//! check that every acknowledged transfer is there with its amount and the totals balance.
+//! check that every acknowledged transfer is in the history with its amount and the totals
+//! balance.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
@@ -48,12 +49,14 @@ fn acknowledged_transfers_survive_sigkill() {
         while let Ok(line) = lines.1.try_recv() {
             record(&mut acknowledged, &line);
         }
-        let ledger = snapshots::recover(directory.path(), |_| {}).expect("recovery after SIGKILL").ledger;
-        ledger.check_invariants().expect("invariants after SIGKILL");
+        let recovered = snapshots::recover(directory.path(), history::HistorySettings::default(), |_| {})
+            .expect("recovery after SIGKILL");
+        recovered.ledger.check_invariants().expect("invariants after SIGKILL");
         for (id, amount) in &acknowledged {
-            let stored = ledger.transfers.get(&engine::Id::parse(id).unwrap());
+            let stored = recovered.history.transfer(&engine::Id::parse(id).unwrap()).expect("the history reads");
             assert_eq!(stored.map(|transfer| transfer.amount), Some(*amount), "round {round}: acknowledged {id} lost");
         }
+        recovered.history.close(recovered.history_threads).expect("the history checkpoints");
         println!("round {round}: {} acknowledged so far, all present", acknowledged.len());
     }
     assert!(acknowledged.len() > 50, "the writer made progress ({})", acknowledged.len());

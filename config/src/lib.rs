@@ -102,6 +102,12 @@ pub struct StorageConfig {
     /// 0 = keep the whole log; N = drop log groups older than the Nth newest snapshot.
     /// At most `snapshots_kept`.
     pub wal_retention_snapshots: usize,
+    /// Bytes of the history's page cache (reads of stored transfers, histories and facts that
+    /// are no longer in memory), at least 1 MiB.
+    pub history_cache_bytes: u64,
+    /// At most this long between two checkpoints of the history while records arrive (its
+    /// watermark, so the most log a restart ingests again), 10 to 60000.
+    pub history_checkpoint_interval_ms: u64,
 }
 
 /// `[limits]`: bounds on what clients may send.
@@ -284,6 +290,8 @@ impl Default for StorageConfig {
             snapshot_interval_seconds: 300,
             snapshots_kept: 3,
             wal_retention_snapshots: 0,
+            history_cache_bytes: 64 << 20,
+            history_checkpoint_interval_ms: 1000,
         }
     }
 }
@@ -752,6 +760,8 @@ impl Config {
         }
         check_range("storage.snapshot_interval_seconds", storage.snapshot_interval_seconds, 0, 31_536_000)?;
         check_range("storage.snapshots_kept", storage.snapshots_kept, 1, 1000)?;
+        check_range("storage.history_cache_bytes", storage.history_cache_bytes, 1 << 20, 1 << 40)?;
+        check_range("storage.history_checkpoint_interval_ms", storage.history_checkpoint_interval_ms, 10, 60_000)?;
         if storage.wal_retention_snapshots > storage.snapshots_kept {
             return Err(ConfigError::invalid(
                 "storage.wal_retention_snapshots",
@@ -1040,6 +1050,8 @@ mod tests {
         assert_eq!(config.storage.snapshot_interval_seconds, 300);
         assert_eq!(config.storage.snapshots_kept, 3);
         assert_eq!(config.storage.wal_retention_snapshots, 0);
+        assert_eq!(config.storage.history_cache_bytes, 64 << 20);
+        assert_eq!(config.storage.history_checkpoint_interval_ms, 1000);
         assert_eq!(config.limits.amount_max, 1_000_000_000_000_000);
         assert_eq!(config.limits.batch_max, 8190);
         assert_eq!(config.limits.max_in_flight_transfers, 65_536);
@@ -1364,6 +1376,8 @@ mod tests {
             ("[storage]\nsnapshot_interval_seconds = 31536001".into(), "storage.snapshot_interval_seconds"),
             ("[storage]\nsnapshots_kept = 0".into(), "storage.snapshots_kept"),
             ("[storage]\nwal_retention_snapshots = 4".into(), "storage.wal_retention_snapshots"),
+            ("[storage]\nhistory_cache_bytes = 1000".into(), "storage.history_cache_bytes"),
+            ("[storage]\nhistory_checkpoint_interval_ms = 5".into(), "storage.history_checkpoint_interval_ms"),
             ("[limits]\nbatch_max = 0".into(), "limits.batch_max"),
             ("[limits]\nbatch_max = 100001".into(), "limits.batch_max"),
             ("[limits]\nmax_in_flight_transfers = 0".into(), "limits.max_in_flight_transfers"),

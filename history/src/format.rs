@@ -244,6 +244,10 @@ pub struct RunName {
 pub struct Manifest {
     /// Every log record up to this sequence is in the files.
     pub watermark_seq: u64,
+    /// 0: the history holds every record since the log's first. N > 0: it was seeded at N
+    /// from a snapshot alone (a restore without the source's history or log), so transfers
+    /// settled before N are not in it; the accounts and the holds open at N are.
+    pub complete_from_seq: u64,
     /// Records in `transfers.dat`.
     pub transfers: u64,
     pub strings_bytes: u64,
@@ -378,6 +382,7 @@ mod tests {
     fn manifests_and_heads_round_trip() {
         let manifest = Manifest {
             watermark_seq: 9,
+            complete_from_seq: 0,
             transfers: 3,
             strings_bytes: 100,
             accounts: 2,

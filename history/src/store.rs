@@ -24,7 +24,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use engine::ledger::transfer_from_record;
-use engine::{Amount, Currency, Id, IdMap, Record, Transfer, TransferStatus};
+use engine::{Amount, Currency, Id, IdMap, Ledger, Record, Transfer, TransferStatus};
 
 use crate::cache::PageCache;
 use crate::format::{
@@ -487,6 +487,7 @@ impl History {
         std::fs::create_dir_all(dir).map_err(io_error(dir, "create the directory"))?;
         let manifest = Manifest {
             watermark_seq: 0,
+            complete_from_seq: 0,
             transfers: 0,
             strings_bytes: 0,
             accounts: 0,
@@ -1841,13 +1842,77 @@ impl History {
                 import(entry.seq, &record)?;
             }
         }
+        lock(&target.inner.manifest).complete_from_seq = self.complete_from_seq();
+        target.finish_import(up_to_seq, threads)
+    }
+
+    /// Ends an import into a new history ([`History::export_to`], [`History::seed`]): every
+    /// record up to `seq` counts as ingested, and the last checkpoint writes it all.
+    fn finish_import(&self, seq: u64, threads: HistoryThreads) -> Result<(), HistoryError> {
         {
-            let mut state = write_lock(&target.inner.state);
-            state.active.last_seq = up_to_seq;
+            let mut state = write_lock(&self.inner.state);
+            state.active.last_seq = seq;
         }
-        target.inner.ingested.store(up_to_seq, Ordering::Release);
-        target.close(threads)?;
-        Ok(())
+        self.inner.ingested.store(seq, Ordering::Release);
+        self.close(threads).map(|_| ())
+    }
+
+    /// Writes a new history at `target_data_dir` for a ledger restored from a snapshot alone
+    /// (no history or log of its source): its accounts and its open holds, as of
+    /// `ledger.last_seq`. The transfers settled before are not in it, since a snapshot does
+    /// not hold them: [`History::complete_from_seq`] says so from then on.
+    pub fn seed(target_data_dir: &Path, ledger: &Ledger, settings: HistorySettings) -> Result<(), HistoryError> {
+        let (target, threads) = History::open(target_data_dir, settings)?;
+        if target.ingested_seq() != 0 || target.stats().accounts != 0 {
+            return Err(HistoryError::Failed("only an empty history can be seeded".to_owned()));
+        }
+        let no_older = HashMap::default();
+        let import = |seq: u64, record: &Record| -> Result<(), HistoryError> {
+            let mut state = write_lock(&target.inner.state);
+            apply(&mut state, seq, record, &no_older, |bytes| target.fingerprint(bytes))
+                .map_err(|reason| HistoryError::Ingest { seq, reason })?;
+            drop(state);
+            target.maybe_freeze()
+        };
+        let mut accounts: Vec<&engine::Account> = ledger.accounts.values().collect();
+        accounts.sort_by(|left, right| left.id.cmp(&right.id));
+        for account in accounts {
+            // Sequence 0: the account was created before anything the history holds.
+            let record = Record::CreateAccount {
+                id: account.id.clone(),
+                currency: account.currency.clone(),
+                overdraft: account.overdraft,
+                metadata: account.metadata.clone(),
+                created_at_ms: account.created_at_ms,
+            };
+            import(0, &record)?;
+        }
+        let mut holds: Vec<&Arc<Transfer>> = ledger.open_holds.values().collect();
+        holds.sort_by_key(|hold| hold.seq);
+        for hold in holds {
+            target.wait_for_room()?;
+            let creation = Record::CreateTransfer {
+                id: hold.id.clone(),
+                debit_account: hold.debit_account.clone(),
+                credit_account: hold.credit_account.clone(),
+                amount: hold.amount,
+                currency: hold.currency.clone(),
+                pending: true,
+                timeout_seconds: hold.timeout_seconds,
+                description: hold.description.clone(),
+                metadata: hold.metadata.clone(),
+                created_at_ms: hold.created_at_ms,
+            };
+            import(hold.seq, &creation)?;
+        }
+        lock(&target.inner.manifest).complete_from_seq = ledger.last_seq;
+        target.finish_import(ledger.last_seq, threads)
+    }
+
+    /// See [`Manifest::complete_from_seq`]: 0 when the history holds every record since the
+    /// log's first, else the sequence it was seeded at from a snapshot alone.
+    pub fn complete_from_seq(&self) -> u64 {
+        lock(&self.inner.manifest).complete_from_seq
     }
 
     /// Every stored transfer in creation order, in its current state, to `visit` (checks of

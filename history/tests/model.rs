@@ -367,3 +367,55 @@ fn verify_passes_a_sound_history_and_names_damage() {
     assert!(report.problems.iter().any(|problem| problem.contains("strings.dat")), "{:?}", report.problems);
     drop(threads);
 }
+
+/// A history seeded from a ledger alone (a restore from a snapshot file) holds its accounts and
+/// open holds, says from where it is complete, and takes the log after the seed.
+#[test]
+fn a_seeded_history_holds_the_open_holds_and_continues_the_log() {
+    let (records, book, _) = random_log(7, 400);
+    let mut ledger = Ledger::default();
+    for (index, record) in records.iter().enumerate() {
+        ledger.apply(index as u64 + 1, record).unwrap();
+    }
+    assert!(!ledger.open_holds.is_empty(), "the sample has open holds");
+    let dir = tempfile::tempdir().unwrap();
+    let settings = HistorySettings { cache_bytes: 1 << 16, checkpoint_records: 16, checkpoint_interval_ms: 60_000 };
+    History::seed(dir.path(), &ledger, settings).unwrap();
+
+    let (history, threads) = History::open(dir.path(), settings).unwrap();
+    assert_eq!(history.complete_from_seq(), ledger.last_seq);
+    assert_eq!(history.durable_seq(), ledger.last_seq);
+    for transfer in book.transfers.values() {
+        let found = history.transfer(&transfer.id).unwrap();
+        if ledger.open_holds.contains_key(&transfer.id) {
+            assert_eq!(found.as_deref(), Some(&**transfer), "open hold {}", transfer.id);
+        } else {
+            assert_eq!(found, None, "settled transfer {} is not in a seeded history", transfer.id);
+        }
+    }
+    let (hold_id, hold) = ledger.open_holds.iter().next().map(|(id, hold)| (id.clone(), hold.clone())).unwrap();
+    let page = history.account_transfers(&hold.debit_account, None, 1000).unwrap().expect("the account exists");
+    assert!(page.transfers.iter().any(|transfer| transfer.id == hold_id));
+    assert!(page.transfers.iter().all(|transfer| ledger.open_holds.contains_key(&transfer.id)));
+
+    // The log after the seed: post the hold.
+    let post = Record::PostPending {
+        transfer: hold_id.clone(),
+        debit_account: hold.debit_account.clone(),
+        credit_account: hold.credit_account.clone(),
+        pending_amount: hold.amount,
+        posted_amount: hold.amount,
+    };
+    history.ingest(ledger.last_seq + 1, std::slice::from_ref(&post)).unwrap();
+    let posted = history.transfer(&hold_id).unwrap().unwrap();
+    assert_eq!(posted.status, engine::TransferStatus::Posted);
+    assert_eq!(posted.last_seq, ledger.last_seq + 1);
+    history.close(threads).unwrap();
+    let reopened = History::open_read_only(dir.path()).unwrap();
+    assert_eq!(reopened.complete_from_seq(), ledger.last_seq);
+    assert_eq!(reopened.transfer(&hold_id).unwrap().unwrap().status, engine::TransferStatus::Posted);
+    assert!(reopened.verify(|_, _| {}).unwrap().problems.is_empty());
+
+    // Seeding is for an empty history only.
+    assert!(History::seed(dir.path(), &ledger, settings).is_err());
+}

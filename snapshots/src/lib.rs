@@ -28,12 +28,12 @@ pub use handoff::{Handoff, PushError};
 pub use lock::{DataDirLock, LockError};
 pub use log_watermark::{WatermarkError, WatermarkKeeper};
 pub use recovery::{
-    Recovered, RecoveryError, RecoveryProgress, Replayed, RestoreSource, Retention, recover, replay_data_dir,
-    replay_to, restore_into,
+    Recovered, RecoveryError, RecoveryProgress, Replayed, RestoreSource, recover, replay_data_dir, replay_to,
+    restore_into,
 };
 pub use snapshot::{
-    EncodedItems, SnapshotContents, SnapshotError, SnapshotInfo, list_snapshots, prune, read_snapshot,
-    read_snapshot_info, snapshot_files, snapshot_path, snapshot_path_for_id, snapshots_dir, write_ledger_snapshot,
-    write_snapshot,
+    EncodedItems, Retained, Retention, SnapshotContents, SnapshotError, SnapshotInfo, apply_retention, list_snapshots,
+    prune, read_snapshot, read_snapshot_info, snapshot_files, snapshot_path, snapshot_path_for_id, snapshots_dir,
+    write_ledger_snapshot, write_snapshot,
 };
 pub use wal::{EncodedGroup, GroupIter, Wal, WalError};

@@ -67,16 +67,6 @@ impl std::fmt::Debug for Recovered {
     }
 }
 
-/// How many snapshots and how much log to keep.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Retention {
-    /// Newest snapshots kept (at least 1).
-    pub snapshots_kept: usize,
-    /// 0 = keep the whole log; N = drop the log groups wholly covered by the Nth newest
-    /// snapshot (and by the history's watermark).
-    pub wal_retention_snapshots: usize,
-}
-
 /// Why a data directory cannot be recovered.
 #[derive(Debug, thiserror::Error)]
 pub enum RecoveryError {
@@ -434,7 +424,8 @@ pub struct RestoreSource<'a> {
     pub data_dir: Option<&'a Path>,
 }
 
-/// Creates the data directory `target` (which must not exist or be empty) holding `replayed`
+/// Creates the data directory `target` (which must not exist or be empty, but for the lock of
+/// a caller holding it) holding `replayed`
 /// as a snapshot and a history as of `replayed.to_seq`, taken from the source's history and, for
 /// what it lacks, the source's log. A server started on `target` continues the log at
 /// `replayed.to_seq + 1`.
@@ -451,7 +442,10 @@ pub fn restore_into(
         move |source| RecoveryError::Io { path, action, source }
     };
     match std::fs::read_dir(target) {
-        Ok(mut entries) => {
+        Ok(entries) => {
+            // The lock of the caller holding the new data dir is no content.
+            let mut entries =
+                entries.filter_map(Result::ok).filter(|entry| entry.file_name() != crate::lock::LOCK_FILE_NAME);
             if entries.next().is_some() {
                 return Err(RecoveryError::TargetNotEmpty {
                     path: target.to_owned(),
@@ -470,10 +464,19 @@ pub fn restore_into(
     let to_seq = replayed.to_seq;
     // The history as of `to_seq`: exported from the source's, then the log for the rest.
     let mut covered = 0;
+    let log_from_start = source.wal.is_some_and(|wal| wal.first_seq() == Some(1));
     if let Some(source_dir) = source.data_dir.filter(|dir| History::exists(dir)) {
         let source_history = History::open_read_only(source_dir)?;
         covered = source_history.durable_seq().min(to_seq);
         source_history.export_to(target, covered, history_settings, |done, all| progress("history", done, all))?;
+    } else if let Some(snapshot) = replayed.snapshot.as_ref().filter(|_| !log_from_start) {
+        // A snapshot without its source's history, and no log from the start: the new
+        // history is seeded with the snapshot's accounts and open holds (the transfers settled
+        // before it are not in a snapshot), then takes the log after it.
+        let (_, base) = read_snapshot(&snapshot.path)?;
+        progress("seed", 0, base.last_seq);
+        History::seed(target, &base, history_settings)?;
+        covered = base.last_seq;
     }
     if covered < to_seq {
         let wal = source.wal.ok_or(RecoveryError::BeyondLog { to_seq, log_last_seq: covered })?;
@@ -501,7 +504,10 @@ pub fn restore_into(
     }
     let contents = SnapshotContents::of_ledger(&replayed.ledger, to_seq)
         .map_err(|violation| RecoveryError::Invariant { seq: to_seq, violation })?;
-    Ok(write_snapshot(target, &contents, created_at_ms)?)
+    let info = write_snapshot(target, &contents, created_at_ms)?;
+    // An empty log, which a server started on `target` continues after the snapshot.
+    drop(Wal::open(target)?);
+    Ok(info)
 }
 
 #[cfg(test)]
@@ -760,6 +766,43 @@ mod tests {
         let continued = recover_dir(&target).unwrap();
         assert_eq!(continued.ledger, live);
         history_holds(&continued, &book_of(&records));
+        close(continued);
+    }
+
+    #[test]
+    fn a_restore_from_a_snapshot_alone_seeds_the_history_with_its_open_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let (live, records) = sample_ledger();
+        // Records 1..=6: accounts, a payment, two holds; the snapshot at 6 is all there is.
+        let at_six = ledger_of(&records[..6]);
+        assert_eq!(at_six.open_holds.len(), 2);
+        let info = write_ledger_snapshot(dir.path(), &at_six, 0, 1).unwrap();
+        let elsewhere = dir.path().join("copied.snap");
+        std::fs::copy(&info.path, &elsewhere).unwrap();
+        let replayed = replay_to(Some(&elsewhere), None, None, |_| {}).unwrap();
+        let target = dir.path().join("restored");
+        let alone = RestoreSource { wal: None, data_dir: None };
+        let restored_info = restore_into(&target, &replayed, alone, 9, settings(), |_, _, _| {}).unwrap();
+        assert_eq!(restored_info.seq, 6);
+        let restored = recover_dir(&target).unwrap();
+        assert_eq!(restored.ledger, at_six);
+        assert_eq!(restored.history.complete_from_seq(), 6);
+        let book = book_of(&records[..6]);
+        for transfer in book.transfers.values() {
+            let found = restored.history.transfer(&transfer.id).unwrap();
+            if at_six.open_holds.contains_key(&transfer.id) {
+                assert_eq!(found.as_deref(), Some(&**transfer));
+            } else {
+                assert!(found.is_none(), "{} was settled before the snapshot", transfer.id);
+            }
+        }
+        // The rest of the log continues it: the partial post of a hold the history was seeded with.
+        restored.wal.append(&Group::new(7, records[6..].to_vec())).unwrap();
+        close(restored);
+        let continued = recover_dir(&target).unwrap();
+        assert_eq!(continued.ledger, live);
+        let posted = book_of(&records).transfers.values().find(|transfer| transfer.seq == 5).unwrap().clone();
+        assert_eq!(continued.history.transfer(&posted.id).unwrap().as_deref(), Some(&*posted));
         close(continued);
     }
 

@@ -581,6 +581,46 @@ pub fn prune(data_dir: &Path, keep: usize) -> Result<Vec<PathBuf>, SnapshotError
     Ok(removed)
 }
 
+/// How many snapshots and how much log to keep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Newest snapshots kept (at least 1).
+    pub snapshots_kept: usize,
+    /// 0 = keep the whole log; N = drop the log groups wholly covered by the Nth newest
+    /// snapshot and by the history's watermark.
+    pub wal_retention_snapshots: usize,
+}
+
+/// What retention removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Retained {
+    pub snapshots_removed: usize,
+    pub log_groups_removed: u64,
+}
+
+/// Applies `retention` after a snapshot: all but the newest `snapshots_kept` snapshots go, and
+/// with `wal_retention_snapshots = N > 0` the log groups covered both by the Nth newest
+/// snapshot and by the history's watermark `history_seq` (recovery needs the log after the
+/// older of the two).
+pub fn apply_retention(
+    data_dir: &Path,
+    wal: &crate::wal::Wal,
+    history_seq: u64,
+    retention: Retention,
+) -> Result<Retained, crate::recovery::RecoveryError> {
+    let snapshots_removed = prune(data_dir, retention.snapshots_kept)?.len();
+    let mut log_groups_removed = 0;
+    if retention.wal_retention_snapshots > 0 {
+        let files = snapshot_files(data_dir)?;
+        if let Some(index) = files.len().checked_sub(retention.wal_retention_snapshots) {
+            let covered_seq = files[index].0.min(history_seq);
+            log_groups_removed = wal.remove_groups_before(covered_seq + 1)?;
+            tracing::info!(removed = log_groups_removed, covered_seq, "log groups dropped by retention");
+        }
+    }
+    Ok(Retained { snapshots_removed, log_groups_removed })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -51,7 +51,12 @@ pub fn history_settings() -> HistorySettings {
 
 /// Opens the ledger of `dir` the way the server does.
 pub async fn boot(dir: &Path, shards: usize, clock: Clock) -> Node {
-    let settings = OpenSettings {
+    boot_with(dir, shards, clock, |_| {}).await
+}
+
+/// [`boot`], with `adjust` changing the settings first (snapshot interval, retention).
+pub async fn boot_with(dir: &Path, shards: usize, clock: Clock, adjust: impl FnOnce(&mut OpenSettings)) -> Node {
+    let mut settings = OpenSettings {
         data_dir: dir.to_path_buf(),
         ledger: LedgerSettings { shards, max_in_flight_transfers: 100_000, expiry_tick_ms: 10, clock: clock.clone() },
         committer: CommitterSettings { group_records_max: 4096, group_bytes_max: 4 << 20, queue_records_max: 1 << 20 },
@@ -61,6 +66,7 @@ pub async fn boot(dir: &Path, shards: usize, clock: Clock) -> Node {
         watermark_period: std::time::Duration::from_secs(1),
         clock,
     };
+    adjust(&mut settings);
     let opened = actors::open(settings, |_| {}).await.expect("the ledger opens");
     Node { handle: opened.handle.clone(), opened, dir: dir.to_path_buf() }
 }

@@ -2,10 +2,10 @@
 //! and `POST /v1/admin/backup` (write a complete backup into another directory), both for the
 //! `admin` role.
 //!
-//! Both run on a blocking thread, one snapshot at a time with the periodic ones
-//! ([`crate::snapshot_scheduler::SnapshotService`]), and never pause the writers. They can
-//! take longer than `server.request_timeout_ms` on a large ledger, so [`router`]'s routes are
-//! merged outside the request timeout (see [`crate::http::router`]).
+//! Both go through the serving ledger's [`actors::SnapshotService`], one snapshot at a time
+//! with the periodic ones; a snapshot holds changes at the gate only while the shards encode
+//! their state. A backup can take longer than `server.request_timeout_ms` on a large ledger,
+//! so [`router`]'s routes are merged outside the request timeout (see [`crate::http::router`]).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -19,10 +19,10 @@ use serde::Serialize;
 use snapshots::SnapshotInfo;
 use utoipa::ToSchema;
 
-use crate::backup::{BackupError, write_backup};
 use crate::http::AppState;
 use crate::http::error::{ApiError, ErrorResponse};
 use crate::http::json::{AdminOnly, Fields, JsonBody, OptionalJsonBody, format_timestamp_ms, json_response};
+use actors::MaintenanceError;
 
 /// The fields of a backup request.
 pub const BACKUP_FIELDS: [&str; 1] = ["destination"];
@@ -111,16 +111,13 @@ pub async fn create_snapshot(
     if let Some(body) = &body {
         Fields::new(body, "", &[])?;
     }
-    let service = state.snapshot_service()?.clone();
-    let taken = tokio::task::spawn_blocking(move || service.take()).await.map_err(|error| {
-        tracing::error!(%error, "the snapshot task failed");
-        ApiError::internal()
-    })?;
+    let taken = state.snapshot_service()?.take().await;
     match taken {
         Ok(taken) => Ok(json_response(
             StatusCode::CREATED,
             &CreatedSnapshotBody { snapshot: SnapshotBody::new(&taken.info), written: taken.written },
         )),
+        Err(MaintenanceError::Ledger(error)) => Err(error.into()),
         Err(error) => {
             tracing::error!(%error, "snapshot on demand failed");
             Err(ApiError::internal())
@@ -129,7 +126,7 @@ pub async fn create_snapshot(
 }
 
 /// Writes a complete backup of the data dir into `destination` (admin): a snapshot taken now,
-/// the older snapshots and the whole log up to it. The result is a data dir of its own.
+/// the older snapshots, the history and the whole log. The result is a data dir of its own.
 #[utoipa::path(
     post, path = "/v1/admin/backup", tag = "admin",
     request_body(content = BackupRequest, content_type = "application/json"),
@@ -152,11 +149,7 @@ pub async fn create_backup(
 ) -> Result<Response, ApiError> {
     let fields = Fields::new(&body, "", &BACKUP_FIELDS)?;
     let destination = PathBuf::from(fields.string("destination")?);
-    let service = state.snapshot_service()?.clone();
-    let written = tokio::task::spawn_blocking(move || write_backup(&service, &destination)).await.map_err(|error| {
-        tracing::error!(%error, "the backup task failed");
-        ApiError::internal()
-    })?;
+    let written = state.snapshot_service()?.backup(&destination).await;
     match written {
         Ok(report) => Ok(json_response(
             StatusCode::CREATED,
@@ -171,7 +164,8 @@ pub async fn create_backup(
                 elapsed_ms: u64::try_from(report.elapsed.as_millis()).unwrap_or(u64::MAX),
             },
         )),
-        Err(BackupError::Destination(reason)) => Err(ApiError::invalid_field("destination", reason)),
+        Err(MaintenanceError::Destination(reason)) => Err(ApiError::invalid_field("destination", reason)),
+        Err(MaintenanceError::Ledger(error)) => Err(error.into()),
         Err(error) => {
             tracing::error!(%error, "backup failed");
             Err(ApiError::internal())

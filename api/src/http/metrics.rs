@@ -126,20 +126,50 @@ fn describe_and_register() {
     let _ = metrics::histogram!(WAL_BATCH_SIZE);
     let _ = metrics::histogram!(SNAPSHOT_DURATION_SECONDS);
     metrics::gauge!(ACCOUNTS).set(0.0);
+    describe_storage();
     metrics::describe_counter!(
-        crate::snapshot_scheduler::SNAPSHOT_FAILURES_TOTAL,
+        actors::maintenance::SNAPSHOT_FAILURES_TOTAL,
         "Periodic snapshots that failed (the log still holds everything; see the server's error log)."
     );
     metrics::describe_gauge!(
-        crate::snapshot_scheduler::SNAPSHOT_LAST_SUCCESS_TIMESTAMP_SECONDS,
+        actors::maintenance::SNAPSHOT_LAST_SUCCESS_TIMESTAMP_SECONDS,
         metrics::Unit::Seconds,
         "Unix time at which the newest periodic snapshot was written."
     );
-    metrics::counter!(crate::snapshot_scheduler::SNAPSHOT_FAILURES_TOTAL).increment(0);
+    metrics::counter!(actors::maintenance::SNAPSHOT_FAILURES_TOTAL).increment(0);
     metrics::counter!(WAL_BYTES_TOTAL).increment(0);
     for result in ["created", "exists"] {
         metrics::counter!(TRANSFERS_TOTAL, "result" => result).increment(0);
     }
+}
+
+/// Describes the storage families emitted by the actors and the history.
+fn describe_storage() {
+    metrics::describe_gauge!(
+        "ledger_open_holds",
+        metrics::Unit::Count,
+        "Pending transfers held in memory, by shard (they stay until posted, voided or expired)."
+    );
+    metrics::describe_gauge!(
+        "ledger_transfers_not_yet_in_history",
+        metrics::Unit::Count,
+        "Settled transfers a shard keeps in memory until the history on disk has ingested them."
+    );
+    metrics::describe_gauge!(
+        "ledger_history_durable_seq",
+        "Log sequence up to which the history on disk is checkpointed (a restart ingests the log after it)."
+    );
+    metrics::describe_histogram!(
+        "ledger_history_checkpoint_duration_seconds",
+        metrics::Unit::Seconds,
+        "Duration of one checkpoint of the history."
+    );
+    metrics::describe_histogram!(
+        "ledger_history_merge_duration_seconds",
+        metrics::Unit::Seconds,
+        "Duration of one background merge of the history's index runs."
+    );
+    metrics::gauge!("ledger_history_durable_seq").set(0.0);
 }
 
 /// The transfer counters kept by the API.

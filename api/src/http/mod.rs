@@ -44,8 +44,8 @@ use crate::http::auth::{Authenticator, CallerRateLimiter};
 use crate::http::error::ApiError;
 use crate::http::json::{BodyLimit, TextLimits};
 use crate::http::metrics::TransferMetrics;
-use crate::snapshot_scheduler::SnapshotService;
 use crate::webhooks::Webhooks;
+use actors::SnapshotService;
 
 /// Limits on what clients may send, from `[limits]`.
 #[derive(Debug, Clone, Copy)]

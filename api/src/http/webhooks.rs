@@ -468,6 +468,6 @@ pub async fn create_deposit_order(
     security((), ("bearer" = []))
 )]
 pub async fn get_deposit_order(State(state): State<Arc<AppState>>, PathId(id): PathId) -> Result<Response, ApiError> {
-    let view = state.webhooks()?.order(&id)?;
+    let view = state.webhooks()?.order(&id).await?;
     Ok(json_response(StatusCode::OK, &DepositOrderBody::new(&view)))
 }

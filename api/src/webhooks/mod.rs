@@ -43,7 +43,7 @@ pub mod records;
 pub mod signature;
 pub mod store;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -55,7 +55,7 @@ use http::{HeaderMap, StatusCode};
 use payments::deposit::{self, Credit, Decision, Uncredited, UncreditedOutcome};
 use payments::order::{self, OrderRequest};
 use payments::withdrawal::{self, CreateRefusal, HoldAction, WithdrawalRequest};
-use payments::{DepositFact, DepositOrderFact, Fact, FactDecodeError, Refusal, RefusalKind, WithdrawalFact};
+use payments::{DepositFact, DepositOrderFact, Fact, Refusal, RefusalKind, WithdrawalFact};
 use payments::{ccpayment, ids};
 
 use crate::http::error::{ApiError, ErrorCode};
@@ -63,7 +63,7 @@ use crate::webhooks::events::{Event, Notification, NotificationKind};
 use crate::webhooks::providers::{Provider, Providers};
 use crate::webhooks::records::{FetchError, RecordClient, RecordKind};
 use crate::webhooks::signature::SignatureError;
-use crate::webhooks::store::{KeyLocks, Store};
+use crate::webhooks::store::{KeyLocks, Store, StoreError};
 
 /// Deliveries, withdrawals and orders being worked on at once (distinct keys).
 pub const KEYS_IN_PROGRESS_MAX: usize = 4096;
@@ -107,6 +107,18 @@ impl From<LedgerError> for Refused {
             LedgerError::Unavailable(_) => "unavailable",
         };
         Refused { result, error: ApiError::from(error) }
+    }
+}
+
+impl From<StoreError> for Refused {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::Ledger(error) => error.into(),
+            other => {
+                tracing::error!(error = %other, "a payment fact cannot be read");
+                Refused::new("unavailable", ApiError::unavailable(other.to_string()))
+            }
+        }
     }
 }
 
@@ -183,8 +195,6 @@ pub struct WebhookSettings {
 #[derive(Debug, thiserror::Error)]
 pub enum WebhookStartError {
     #[error(transparent)]
-    Decode(#[from] FactDecodeError),
-    #[error(transparent)]
     Client(#[from] FetchError),
 }
 
@@ -206,13 +216,9 @@ pub struct Webhooks {
 }
 
 impl Webhooks {
-    /// The service over `ledger`, with the facts recovered from the log (`external`).
-    pub fn start(
-        settings: WebhookSettings,
-        ledger: LedgerHandle,
-        external: &BTreeMap<(String, String), Vec<u8>>,
-    ) -> Result<Arc<Webhooks>, WebhookStartError> {
-        let store = Store::load(external)?;
+    /// The service over `ledger`, whose history holds the recorded facts.
+    pub fn start(settings: WebhookSettings, ledger: LedgerHandle) -> Result<Arc<Webhooks>, WebhookStartError> {
+        let store = Store::new(ledger.history().clone());
         let clock = settings.clock.clone();
         let client = RecordClient::new(Arc::new(move || clock().div_euclid(1000)))?;
         let fetch_budget = (settings.request_timeout * 3 / 4).max(Duration::from_millis(100));
@@ -229,12 +235,6 @@ impl Webhooks {
             deliveries: Arc::new(tokio::sync::Semaphore::new(DELIVERIES_IN_FLIGHT_MAX)),
             settlements: Mutex::new(HashSet::new()),
         }))
-    }
-
-    /// The payment facts as `External` records (what a snapshot of live state must carry in
-    /// `engine::Ledger.external`, since the actors do not hold them).
-    pub fn external(&self) -> BTreeMap<(String, String), Vec<u8>> {
-        self.store.external()
     }
 
     /// The provider named `name`.
@@ -354,7 +354,7 @@ impl Webhooks {
     /// Credits a deposit once.
     async fn credit(&self, credit: Credit) -> Result<Handled, Refused> {
         let _guard = self.lock(format!("deposit:{}:{}", credit.provider, credit.deposit_id)).await?;
-        let fact = self.store.deposit(&credit.provider, &credit.deposit_id);
+        let fact = self.store.deposit(&credit.provider, &credit.deposit_id).await?;
         if let Some(result) = deposit::before_credit(fact.as_ref(), &credit)? {
             return Ok(Handled::plain(result));
         }
@@ -370,7 +370,7 @@ impl Webhooks {
     /// A delivery that credits nothing (processing, failed, risky).
     async fn uncredited(&self, report: Uncredited) -> Result<Handled, Refused> {
         let _guard = self.lock(format!("deposit:{}:{}", report.provider, report.deposit_id)).await?;
-        let fact = self.store.deposit(&report.provider, &report.deposit_id);
+        let fact = self.store.deposit(&report.provider, &report.deposit_id).await?;
         let credit_transfer = match &fact {
             Some(fact) if fact.status.is_final() => None,
             _ => {
@@ -396,9 +396,8 @@ impl Webhooks {
         let _order_guard = match (order_id, decision.writes.first()) {
             (Some(order_id), Some(Fact::Deposit(deposit))) => {
                 let guard = self.lock(format!("order:{order_id}")).await?;
-                if let Some(listed) =
-                    self.store.order(order_id).and_then(|order| order::with_deposit(&order, &deposit.deposit_id))
-                {
+                let order = self.store.order(order_id).await?;
+                if let Some(listed) = order.and_then(|order| order::with_deposit(&order, &deposit.deposit_id)) {
                     decision.writes.push(Fact::DepositOrder(listed));
                 }
                 Some(guard)
@@ -412,7 +411,7 @@ impl Webhooks {
     async fn ccpayment_deposit(&self, provider: &Provider, notification: Notification) -> Result<Handled, Refused> {
         let deposit_id = notification.record_id.as_str();
         // A final deposit is answered from its fact, without asking the provider again.
-        let fact = self.store.deposit(&provider.name, deposit_id);
+        let fact = self.store.deposit(&provider.name, deposit_id).await?;
         if let Some(result) = deposit::answer_final(fact.as_ref(), notification.reported()) {
             return Ok(Handled::plain(result));
         }
@@ -421,7 +420,10 @@ impl Webhooks {
             _ => RecordKind::AppDeposit,
         };
         let record = self.fetch(provider, kind, deposit_id).await?.provider_record();
-        let order = ccpayment::order_id_of(&notification, &record).and_then(|order_id| self.store.order(&order_id));
+        let order = match ccpayment::order_id_of(&notification, &record) {
+            Some(order_id) => self.store.order(&order_id).await?,
+            None => None,
+        };
         let report = ccpayment::deposit_report(
             &provider.name,
             &notification,
@@ -440,7 +442,7 @@ impl Webhooks {
 
     async fn ccpayment_withdrawal(&self, provider: &Provider, notification: Notification) -> Result<Handled, Refused> {
         let withdrawal_id = ccpayment::withdrawal_id_of(&notification)?;
-        let fact = self.store.withdrawal(withdrawal_id.as_str());
+        let fact = self.store.withdrawal(withdrawal_id.as_str()).await?;
         if let Some(result) = withdrawal::answer_final(fact.as_ref(), &provider.name, notification.reported()) {
             return Ok(Handled::plain(result));
         }
@@ -456,7 +458,7 @@ impl Webhooks {
     /// Moves a withdrawal forward as `report` says: posts or voids its hold once.
     async fn settle_withdrawal(&self, provider: &str, id: Id, report: withdrawal::Report) -> Result<Handled, Refused> {
         let _guard = self.lock(format!("withdrawal:{id}")).await?;
-        let fact = match self.store.withdrawal(id.as_str()) {
+        let fact = match self.store.withdrawal(id.as_str()).await? {
             Some(fact) => fact,
             None => self.repair_withdrawal(provider, id).await?,
         };
@@ -495,7 +497,7 @@ impl Webhooks {
     pub async fn create_withdrawal(&self, request: WithdrawalRequest) -> Result<(WithdrawalView, bool), ApiError> {
         let provider = self.known_provider(&request.provider)?.clone();
         let _guard = self.lock(format!("withdrawal:{}", request.id)).await?;
-        let fact = self.store.withdrawal(request.id.as_str());
+        let fact = self.store.withdrawal(request.id.as_str()).await.map_err(Refused::from)?;
         let replay = withdrawal::before_create(fact.as_ref(), &request).map_err(create_refusal)?;
         if let (true, Some(fact)) = (replay, fact) {
             return Ok((self.withdrawal_view(fact).await?, false));
@@ -505,13 +507,13 @@ impl Webhooks {
         let hold = withdrawal::hold_request(&request, &account, settlement).map_err(create_refusal)?;
         let (transfer, _) = self.create_derived_transfer(hold).await?;
         let fact = withdrawal::created(&request, &transfer, self.now_ms());
-        self.store.save(&self.ledger, vec![Fact::Withdrawal(fact.clone())]).await?;
+        self.store.save(&self.ledger, vec![Fact::Withdrawal(fact.clone())]).await.map_err(Refused::from)?;
         Ok((WithdrawalView { fact, transfer }, true))
     }
 
     /// `GET /v1/withdrawals/{id}`.
     pub async fn withdrawal(&self, id: &Id) -> Result<WithdrawalView, ApiError> {
-        let fact = self.store.withdrawal(id.as_str()).ok_or_else(|| {
+        let fact = self.store.withdrawal(id.as_str()).await.map_err(Refused::from)?.ok_or_else(|| {
             ApiError::new(StatusCode::NOT_FOUND, ErrorCode::WithdrawalNotFound, format!("no withdrawal {id}"))
         })?;
         self.withdrawal_view(fact).await
@@ -528,27 +530,29 @@ impl Webhooks {
     pub async fn create_order(&self, request: OrderRequest) -> Result<(OrderView, bool), ApiError> {
         self.known_provider(&request.provider)?;
         let _guard = self.lock(format!("order:{}", request.id)).await?;
-        let fact = self.store.order(request.id.as_str());
+        let fact = self.store.order(request.id.as_str()).await.map_err(Refused::from)?;
         if let (true, Some(fact)) = (order::before_create(fact.as_ref(), &request).map_err(Refused::from)?, fact) {
-            return Ok((self.order_view(fact)?, false));
+            return Ok((self.order_view(fact).await?, false));
         }
         let account = self.client_account(&request.account).await?;
         let fact = order::created(&request, &account, self.now_ms());
-        self.store.save(&self.ledger, vec![Fact::DepositOrder(fact.clone())]).await?;
-        Ok((self.order_view(fact)?, true))
+        self.store.save(&self.ledger, vec![Fact::DepositOrder(fact.clone())]).await.map_err(Refused::from)?;
+        Ok((self.order_view(fact).await?, true))
     }
 
     /// `GET /v1/deposits/{id}`.
-    pub fn order(&self, id: &Id) -> Result<OrderView, ApiError> {
-        let fact = self.store.order(id.as_str()).ok_or_else(|| {
+    pub async fn order(&self, id: &Id) -> Result<OrderView, ApiError> {
+        let fact = self.store.order(id.as_str()).await.map_err(Refused::from)?.ok_or_else(|| {
             ApiError::new(StatusCode::NOT_FOUND, ErrorCode::DepositNotFound, format!("no deposit order {id}"))
         })?;
-        self.order_view(fact)
+        self.order_view(fact).await
     }
 
-    fn order_view(&self, fact: DepositOrderFact) -> Result<OrderView, ApiError> {
-        let deposits: Vec<DepositFact> =
-            fact.deposits.iter().filter_map(|deposit_id| self.store.deposit(&fact.provider, deposit_id)).collect();
+    async fn order_view(&self, fact: DepositOrderFact) -> Result<OrderView, ApiError> {
+        let mut deposits: Vec<DepositFact> = Vec::with_capacity(fact.deposits.len());
+        for deposit_id in &fact.deposits {
+            deposits.extend(self.store.deposit(&fact.provider, deposit_id).await.map_err(Refused::from)?);
+        }
         let mut credited_amount = Amount::ZERO;
         for credit in deposits.iter().filter_map(|deposit| deposit.credit.as_ref()) {
             credited_amount = fact

@@ -1,111 +1,126 @@
 //! The payment facts as of the durable log, and the per-key locks of the webhook service.
 //!
-//! This module owns [`Store`], the in-memory view of the latest `payments::Fact` of every
+//! This module owns [`Store`], the reads and writes of the latest `payments::Fact` of every
 //! deposit, withdrawal and deposit order (each one `engine::Record::External` record, encoded
 //! by the `payments` crate), and [`KeyLocks`], the bounded per-key locks that serialize
-//! everything done for one deposit, withdrawal or order. A fact is put in the view only once
-//! its record is durable ([`Store::save`]), always under its key's lock, so a reader never sees
-//! a state that a crash could take back.
+//! everything done for one deposit, withdrawal or order. The facts live in the history on disk
+//! (`History::fact`); the store keeps in memory only the facts written since the history last
+//! ingested, and forgets each once the history has it. A fact is readable only once its record
+//! is durable ([`Store::save`]), always under its key's lock, so a reader never sees a state
+//! that a crash could take back.
 //!
 //! Money is never decided by these facts alone: the transfers `dep:{provider}:{deposit_id}`
 //! and `wd:{provider}:{id}` are the commit points, and the facts record what was decided (see
 //! the `payments` crate for the order of writes and how a crash between them converges).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use actors::{LedgerError, LedgerHandle};
+use history::History;
 use payments::{DepositFact, DepositOrderFact, Fact, FactDecodeError, FactKind, WithdrawalFact};
 use tokio::sync::OwnedMutexGuard;
 
-#[derive(Default)]
-struct View {
-    deposits: HashMap<String, DepositFact>,
-    withdrawals: HashMap<String, WithdrawalFact>,
-    orders: HashMap<String, DepositOrderFact>,
+/// Why a fact could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    #[error("the history cannot be read: {0}")]
+    History(String),
+    #[error(transparent)]
+    Decode(#[from] FactDecodeError),
 }
 
-impl View {
-    fn insert(&mut self, fact: Fact) {
-        let key = fact.key();
-        match fact {
-            Fact::Deposit(fact) => {
-                self.deposits.insert(key, fact);
-            }
-            Fact::Withdrawal(fact) => {
-                self.withdrawals.insert(key, fact);
-            }
-            Fact::DepositOrder(fact) => {
-                self.orders.insert(key, fact);
-            }
-        }
-    }
+/// Facts written and not yet in the history.
+#[derive(Default)]
+struct Recent {
+    facts: HashMap<(FactKind, String), (u64, Fact)>,
+    /// `(seq, kind, key)` in the order written.
+    order: VecDeque<(u64, FactKind, String)>,
 }
 
 /// The payment facts: the latest of each, as of the durable log.
 pub struct Store {
-    view: Mutex<View>,
+    history: History,
+    recent: Mutex<Recent>,
 }
 
 impl Store {
-    /// The view of the recovered `External` records (`engine::Ledger.external`). Kinds other
-    /// than the `payments` crate's are left alone.
-    pub fn load(external: &BTreeMap<(String, String), Vec<u8>>) -> Result<Store, FactDecodeError> {
-        let mut view = View::default();
-        for ((kind, key), payload) in external {
-            if FactKind::of_name(kind).is_none() {
-                continue;
-            }
-            view.insert(Fact::decode(kind, key, payload)?);
-        }
-        Ok(Store { view: Mutex::new(view) })
+    pub fn new(history: History) -> Store {
+        Store { history, recent: Mutex::new(Recent::default()) }
     }
 
-    fn view(&self) -> MutexGuard<'_, View> {
+    fn recent(&self) -> MutexGuard<'_, Recent> {
         // A panic while holding this lock leaves plain maps behind; keep serving them.
-        self.view.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        let mut recent = self.recent.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let ingested = self.history.ingested_seq();
+        while let Some((seq, _, _)) = recent.order.front()
+            && *seq <= ingested
+        {
+            let (seq, kind, key) = recent.order.pop_front().expect("the front exists");
+            if recent.facts.get(&(kind, key.clone())).is_some_and(|(written, _)| *written == seq) {
+                recent.facts.remove(&(kind, key));
+            }
+        }
+        recent
     }
 
-    /// Writes `facts` to the log as one submission (all or none) and, once durable, to the
-    /// view. Call it holding the facts' key locks.
-    pub async fn save(&self, ledger: &LedgerHandle, facts: Vec<Fact>) -> Result<(), LedgerError> {
+    /// Writes `facts` to the log as one submission (all or none) and, once durable, makes
+    /// them readable. Call it holding the facts' key locks.
+    pub async fn save(&self, ledger: &LedgerHandle, facts: Vec<Fact>) -> Result<(), StoreError> {
         if facts.is_empty() {
             return Ok(());
         }
         let records =
             facts.iter().map(|fact| (fact.kind().name().to_owned(), fact.key(), fact.encode())).collect::<Vec<_>>();
-        ledger.append_externals(records).await?;
-        let mut view = self.view();
-        for fact in facts {
-            view.insert(fact);
+        let count = u64::try_from(records.len()).expect("fits");
+        let last_seq = ledger.append_externals(records).await?;
+        let mut recent = self.recent();
+        for (offset, fact) in (0..count).rev().zip(facts) {
+            let seq = last_seq - offset;
+            let (kind, key) = (fact.kind(), fact.key());
+            recent.order.push_back((seq, kind, key.clone()));
+            recent.facts.insert((kind, key), (seq, fact));
         }
         Ok(())
     }
 
-    /// Every fact as the `External` records that replay to it, keyed like
-    /// `engine::Ledger.external` (for a snapshot taken from live state).
-    pub fn external(&self) -> BTreeMap<(String, String), Vec<u8>> {
-        let view = self.view();
-        let deposits = view.deposits.values().cloned().map(Fact::Deposit);
-        let withdrawals = view.withdrawals.values().cloned().map(Fact::Withdrawal);
-        let orders = view.orders.values().cloned().map(Fact::DepositOrder);
-        deposits
-            .chain(withdrawals)
-            .chain(orders)
-            .map(|fact| ((fact.kind().name().to_owned(), fact.key()), fact.encode()))
-            .collect()
+    async fn fact(&self, kind: FactKind, key: String) -> Result<Option<Fact>, StoreError> {
+        if let Some((_, fact)) = self.recent().facts.get(&(kind, key.clone())) {
+            return Ok(Some(fact.clone()));
+        }
+        let history = self.history.clone();
+        let name = kind.name();
+        let read = tokio::task::spawn_blocking(move || history.fact(name, &key).map(|payload| (payload, key)))
+            .await
+            .map_err(|error| StoreError::History(error.to_string()))?
+            .map_err(|error| StoreError::History(error.to_string()))?;
+        match read {
+            (Some(payload), key) => Ok(Some(Fact::decode(name, &key, &payload)?)),
+            (None, _) => Ok(None),
+        }
     }
 
-    pub fn deposit(&self, provider: &str, deposit_id: &str) -> Option<DepositFact> {
-        self.view().deposits.get(&DepositFact::key_of(provider, deposit_id)).cloned()
+    pub async fn deposit(&self, provider: &str, deposit_id: &str) -> Result<Option<DepositFact>, StoreError> {
+        match self.fact(FactKind::Deposit, DepositFact::key_of(provider, deposit_id)).await? {
+            Some(Fact::Deposit(fact)) => Ok(Some(fact)),
+            _ => Ok(None),
+        }
     }
 
-    pub fn withdrawal(&self, id: &str) -> Option<WithdrawalFact> {
-        self.view().withdrawals.get(id).cloned()
+    pub async fn withdrawal(&self, id: &str) -> Result<Option<WithdrawalFact>, StoreError> {
+        match self.fact(FactKind::Withdrawal, id.to_owned()).await? {
+            Some(Fact::Withdrawal(fact)) => Ok(Some(fact)),
+            _ => Ok(None),
+        }
     }
 
-    pub fn order(&self, id: &str) -> Option<DepositOrderFact> {
-        self.view().orders.get(id).cloned()
+    pub async fn order(&self, id: &str) -> Result<Option<DepositOrderFact>, StoreError> {
+        match self.fact(FactKind::DepositOrder, id.to_owned()).await? {
+            Some(Fact::DepositOrder(fact)) => Ok(Some(fact)),
+            _ => Ok(None),
+        }
     }
 }
 
@@ -211,31 +226,5 @@ mod tests {
         assert!(abandoned.is_err());
         drop(held);
         assert!(locks.is_empty());
-    }
-
-    #[test]
-    fn facts_round_trip_through_the_log_view() {
-        let deposit = DepositFact {
-            provider: "processor".to_owned(),
-            deposit_id: "d-1".to_owned(),
-            status: payments::DepositStatus::Failed,
-            provider_status: "failed".to_owned(),
-            credit: None,
-            reported: payments::ReportedDetails::default(),
-            order_id: Some("o-1".to_owned()),
-            updated_at_ms: 7,
-        };
-        let mut external = BTreeMap::new();
-        let fact = Fact::Deposit(deposit.clone());
-        external.insert((fact.kind().name().to_owned(), fact.key()), fact.encode());
-        external.insert(("another.kind".to_owned(), "x".to_owned()), b"not a fact".to_vec());
-        let store = Store::load(&external).unwrap();
-        assert_eq!(store.deposit("processor", "d-1"), Some(deposit));
-        let exported = store.external();
-        assert_eq!(exported.len(), 1);
-        assert_eq!(Store::load(&exported).unwrap().deposit("processor", "d-1"), store.deposit("processor", "d-1"));
-        external.insert((FactKind::Deposit.name().to_owned(), "processor:d-2".to_owned()), b"{".to_vec());
-        let error = Store::load(&external).err().unwrap();
-        assert_eq!(error.key, "processor:d-2");
     }
 }

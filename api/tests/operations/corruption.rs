@@ -57,8 +57,8 @@ fn no_periodic_snapshots(dir: &Path) -> PathBuf {
 /// The state of the undamaged copy at `seq`, as balances.
 fn reference_balances(pristine: &Path, seq: u64) -> std::collections::BTreeMap<String, String> {
     let wal = snapshots::Wal::open(pristine).unwrap();
-    let (ledger, _, _) = snapshots::replay_data_dir(pristine, &wal, Some(seq), |_| {}).unwrap();
-    crate::support::ledger_balances(&ledger)
+    let replayed = snapshots::replay_data_dir(pristine, &wal, Some(seq), |_| {}).unwrap();
+    crate::support::ledger_balances(&replayed.ledger)
 }
 
 /// Every offset of `needle` in `haystack`.

@@ -342,7 +342,7 @@ pub fn write_log(data_dir: &Path, records: &[Record], group_len: usize) {
     let wal = snapshots::Wal::open(data_dir).unwrap();
     let mut seq = 1;
     for chunk in records.chunks(group_len) {
-        wal.append(&Group { first_seq: seq, records: chunk.to_vec() }).unwrap();
+        wal.append(&Group::new(seq, chunk.to_vec())).unwrap();
         seq += u64::try_from(chunk.len()).unwrap();
     }
 }

@@ -27,7 +27,8 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     runtime.block_on(async move {
         let ledger = benches::start(&data_dir, 3).await?;
-        let handle = ledger.handle;
+        // `ledger` stays open (and its data dir locked) until the process is killed.
+        let handle = ledger.handle.clone();
         handle.create_account(usd_account("bank", Overdraft::Unlimited)).await?;
         for index in 0..ACCOUNTS {
             handle

@@ -155,7 +155,6 @@ async fn run(options: Options) -> anyhow::Result<()> {
         latency.value_at_quantile(0.999),
         latency.max()
     );
-    handle.shutdown().await;
-    ledger.committer.join().map_err(|_| anyhow::anyhow!("committer panicked"))??;
+    ledger.close().await;
     Ok(())
 }

@@ -131,7 +131,6 @@ async fn run(options: Options) -> anyhow::Result<()> {
         with_transfers >> 20,
         with_transfers.saturating_sub(with_accounts) / transfers
     );
-    handle.shutdown().await;
-    ledger.committer.join().map_err(|_| anyhow::anyhow!("the committer thread panicked"))??;
+    ledger.close().await;
     Ok(())
 }
