@@ -36,7 +36,12 @@ pub fn open_settings(data_dir: &Path, shards: usize) -> OpenSettings {
 
 /// Opens `data_dir` with [`open_settings`].
 pub async fn start(data_dir: &Path, shards: usize) -> anyhow::Result<InProcess> {
-    let opened = actors::open(open_settings(data_dir, shards), |_| {}).await?;
+    start_with(open_settings(data_dir, shards)).await
+}
+
+/// Opens a ledger with `settings`.
+pub async fn start_with(settings: OpenSettings) -> anyhow::Result<InProcess> {
+    let opened = actors::open(settings, |_| {}).await?;
     Ok(InProcess { handle: opened.handle.clone(), recovered_seq: opened.recovery.last_seq, opened })
 }
 

@@ -159,7 +159,9 @@ pub enum DecodeError {
     Truncated(usize),
     #[error("checksum mismatch (stored {stored:08x}, computed {computed:08x})")]
     Checksum { stored: u32, computed: u32 },
-    #[error("unknown format version {0}")]
+    #[error(
+        "log group format {0}, but this ledgerd reads format {GROUP_FORMAT_VERSION} only (a data dir of an earlier ledgerd cannot be read; see RUNBOOK.md, \"Upgrading\")"
+    )]
     Version(u8),
     #[error("payload does not decode: {0}")]
     Payload(String),

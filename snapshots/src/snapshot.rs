@@ -176,7 +176,13 @@ impl Header {
             ));
         }
         if bytes[10] != SNAPSHOT_FORMAT_VERSION {
-            return Err(corrupt(path, format!("unknown format version {}", bytes[10])));
+            return Err(corrupt(
+                path,
+                format!(
+                    "snapshot format {}, but this ledgerd reads format {SNAPSHOT_FORMAT_VERSION} only (see RUNBOOK.md, \"Upgrading\")",
+                    bytes[10]
+                ),
+            ));
         }
         Ok(Header {
             seq: u64_at(11),

@@ -1,10 +1,13 @@
 //! A process that writes through the engine and reports every acknowledgement, for the
-//! crash test: `crash_writer DATA_DIR SEED`.
+//! crash test: `crash_writer DATA_DIR SEED [history-far-behind]`.
 //!
 //! It opens (or recovers) the ledger in DATA_DIR, then keeps sending transfers from 8
 //! concurrent tasks and atomic/non-atomic batches, and prints one line per acknowledged
 //! (durable) transfer: `ack ID CENTS`, flushed at once. The test kills it with SIGKILL at a
-//! random moment and checks that every printed acknowledgement survived.
+//! random moment and checks that every printed acknowledgement survived. With
+//! `history-far-behind` the history never checkpoints on its own (no record count or interval
+//! is reached within a round), so that at the kill its durable watermark is far behind the log and the
+//! recovery must derive everything written since the start from the log.
 
 /// The same allocator as the `ledgerd` binary, so that the figures are the server's.
 #[global_allocator]
@@ -24,9 +27,22 @@ fn main() -> anyhow::Result<()> {
     let data_dir: std::path::PathBuf =
         arguments.next().ok_or_else(|| anyhow::anyhow!("usage: crash_writer DATA_DIR SEED"))?.into();
     let seed: u64 = arguments.next().ok_or_else(|| anyhow::anyhow!("usage: crash_writer DATA_DIR SEED"))?.parse()?;
+    let history_far_behind = match arguments.next().as_deref() {
+        None => false,
+        Some("history-far-behind") => true,
+        Some(other) => {
+            anyhow::bail!("unknown argument {other}: usage: crash_writer DATA_DIR SEED [history-far-behind]")
+        }
+    };
+    let mut settings = benches::open_settings(&data_dir, 3);
+    if history_far_behind {
+        // Far more than a round writes, and an hour.
+        settings.history.checkpoint_records = 1 << 40;
+        settings.history.checkpoint_interval_ms = 3_600_000;
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     runtime.block_on(async move {
-        let ledger = benches::start(&data_dir, 3).await?;
+        let ledger = benches::start_with(settings).await?;
         // `ledger` stays open (and its data dir locked) until the process is killed.
         let handle = ledger.handle.clone();
         handle.create_account(usd_account("bank", Overdraft::Unlimited)).await?;
