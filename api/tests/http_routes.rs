@@ -97,7 +97,11 @@ async fn harness_with(edit: impl FnOnce(&mut Config)) -> Harness {
 
 fn with_tokens(config: &mut Config) {
     for (token, role) in [(CLIENT_TOKEN, Role::Client), (ADMIN_TOKEN, Role::Admin)] {
-        config.auth.tokens.push(TokenConfig { sha256: hex::encode(Sha256::digest(token.as_bytes())), role });
+        config.auth.tokens.push(TokenConfig {
+            name: None,
+            sha256: hex::encode(Sha256::digest(token.as_bytes())),
+            role,
+        });
     }
 }
 
