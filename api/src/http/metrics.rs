@@ -51,6 +51,12 @@ pub const SNAPSHOT_LAST_SEQ: &str = "ledger_snapshot_last_seq";
 /// `ledger_snapshot_duration_seconds` (emitted by the snapshot writer).
 pub const SNAPSHOT_DURATION_SECONDS: &str = "ledger_snapshot_duration_seconds";
 
+/// `ledger_auth_failures_total`: requests refused 401 by the auth guard.
+pub const AUTH_FAILURES_TOTAL: &str = "ledger_auth_failures_total";
+/// `ledger_auth_blocked_total`: requests refused 429 because their address failed to
+/// authenticate too often (`auth.failures_per_minute`).
+pub const AUTH_BLOCKED_TOTAL: &str = "ledger_auth_blocked_total";
+
 /// Buckets of the duration histograms, in seconds (100 µs to 10 s).
 const DURATION_BUCKETS_SECONDS: [f64; 16] =
     [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
@@ -138,6 +144,14 @@ fn describe_and_register() {
     );
     metrics::counter!(actors::maintenance::SNAPSHOT_FAILURES_TOTAL).increment(0);
     metrics::counter!(WAL_BYTES_TOTAL).increment(0);
+    metrics::describe_counter!(AUTH_FAILURES_TOTAL, "Requests refused 401 by authentication.");
+    metrics::describe_counter!(
+        AUTH_BLOCKED_TOTAL,
+        "Requests refused 429 because their client address failed to authenticate too often."
+    );
+    metrics::counter!(AUTH_FAILURES_TOTAL).increment(0);
+    metrics::counter!(AUTH_BLOCKED_TOTAL).increment(0);
+    crate::http::listener::register_metrics();
     for result in ["created", "exists"] {
         metrics::counter!(TRANSFERS_TOTAL, "result" => result).increment(0);
     }
