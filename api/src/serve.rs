@@ -68,6 +68,8 @@ pub enum ServeError {
     Auth(#[from] http::auth::AuthSetupError),
     #[error("cannot load the TLS certificate or key: {0}")]
     Tls(String),
+    #[error("{0}")]
+    Unsupported(String),
     #[error("cannot listen on {address}: {source}")]
     Bind { address: SocketAddr, source: std::io::Error },
     #[error("cannot recover data dir {}: {reason}", path.display())]
@@ -103,6 +105,7 @@ pub fn load_config(
 ) -> Result<Config, ServeError> {
     let config = load_config_unchecked_bind(args, environment)?;
     check_bind_allowed(&config)?;
+    check_supported(&config)?;
     Ok(config)
 }
 
@@ -133,6 +136,18 @@ pub fn check_bind_allowed(config: &Config) -> Result<(), ServeError> {
     }
     if !config.tls_enabled() && !config.server.plaintext {
         return Err(ServeError::PlaintextNonLoopback { address });
+    }
+    Ok(())
+}
+
+/// Refuses what the configuration may name but this build does not do yet, rather than
+/// ignoring it: the audit log (`server.audit_log`).
+pub fn check_supported(config: &Config) -> Result<(), ServeError> {
+    if let Some(path) = &config.server.audit_log {
+        return Err(ServeError::Unsupported(format!(
+            "server.audit_log = {:?}: the audit log is not available in this build; remove the key to start",
+            path.display().to_string()
+        )));
     }
     Ok(())
 }
@@ -226,6 +241,9 @@ pub fn open_settings(config: &Config, clock: Clock) -> OpenSettings {
             max_in_flight_transfers: limits.max_in_flight_transfers,
             expiry_tick_ms: config.engine.expiry_tick_ms,
             clock: clock.clone(),
+            // Expiry waits until the server has read the mode from the log (a read-only
+            // ledger expires nothing): see `AppState::start_mode`.
+            expiry_paused: Arc::new(std::sync::atomic::AtomicBool::new(true)),
         },
         committer: snapshots::CommitterSettings {
             group_records_max: config.engine.commit_group_records_max,
@@ -361,16 +379,20 @@ pub async fn build_app(config: &Config, options: AppOptions) -> Result<App, Serv
     let providers = resolve_providers(config, &process_environment())?;
     let lock = open_data_dir(&config.storage.data_dir)?;
     let engine = Engine::start(config, lock, options.clock.clone()).await?;
-    let webhooks = match engine.start_webhooks(config, providers, options.clock) {
+    let webhooks = match engine.start_webhooks(config, providers, options.clock.clone()) {
         Ok(webhooks) => webhooks,
         Err(error) => {
             engine.stop().await;
             return Err(error);
         }
     };
-    let state = Arc::new(AppState::new(config, options.prometheus));
+    let state = Arc::new(AppState::new(config, options.prometheus).with_clock(options.clock.clone()));
     state.set_webhooks(webhooks);
     state.set_snapshot_service(engine.snapshot_service().clone());
+    if let Err(reason) = state.start_mode(&engine.ledger) {
+        engine.stop().await;
+        return Err(ServeError::Start(reason));
+    }
     state.set_ready(engine.ledger.clone());
     Ok(App { router: http::router(state.clone()), state, engine })
 }
@@ -437,6 +459,11 @@ async fn serve(config: Config, providers: Providers) -> Result<(), ServeError> {
     };
     state.set_webhooks(webhooks);
     state.set_snapshot_service(engine.snapshot_service().clone());
+    if let Err(reason) = state.start_mode(&engine.ledger) {
+        server.abort();
+        engine.stop().await;
+        return Err(ServeError::Start(reason));
+    }
     state.set_ready(engine.ledger.clone());
     announce(address);
     tracing::info!(%address, data_dir = %data_dir.display(), accounts = engine.ledger.account_count(), "ready");
@@ -563,5 +590,25 @@ mod tests {
         let error = load_config(&args, Vec::new()).unwrap_err();
         assert!(matches!(error, ServeError::NonLoopback { .. }), "{error}");
         assert!(!error.to_string().contains('\n'));
+    }
+
+    #[test]
+    fn non_loopback_with_auth_needs_tls_or_plaintext_on_purpose() {
+        let mut config = config::default_config();
+        config.server.bind = "0.0.0.0:8080".parse().unwrap();
+        config.auth.tokens.push(config::TokenConfig { name: None, sha256: "ab".repeat(32), role: config::Role::Admin });
+        let error = check_bind_allowed(&config).unwrap_err();
+        assert!(matches!(error, ServeError::PlaintextNonLoopback { .. }), "{error}");
+        assert!(error.to_string().contains("server.plaintext"), "{error}");
+        config.server.plaintext = true;
+        check_bind_allowed(&config).unwrap();
+        config.server.plaintext = false;
+        config.server.tls_cert_file = Some(PathBuf::from("/etc/cert.pem"));
+        config.server.tls_key_file = Some(PathBuf::from("/etc/key.pem"));
+        check_bind_allowed(&config).unwrap();
+        config.server.bind = "127.0.0.1:8080".parse().unwrap();
+        config.server.tls_cert_file = None;
+        config.server.tls_key_file = None;
+        check_bind_allowed(&config).unwrap();
     }
 }

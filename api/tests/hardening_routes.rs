@@ -324,3 +324,66 @@ async fn every_answer_carries_the_security_headers_and_cors_is_for_listed_origin
     assert!(harness.send_from(simple, remote).await.headers.get(header::ACCESS_CONTROL_ALLOW_ORIGIN).is_none());
     harness.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openapi_document_lists_each_parameter_once_and_names_the_batch_errors() {
+    let harness = harness_with(|_| {}).await;
+    let document = harness.get("/openapi.json", None).await.body;
+    let paths = document["paths"].as_object().unwrap();
+    for (path, item) in paths {
+        for (method, operation) in item.as_object().unwrap() {
+            let parameters = operation["parameters"].as_array().cloned().unwrap_or_default();
+            let mut seen = std::collections::HashSet::new();
+            for parameter in &parameters {
+                let key = (parameter["name"].clone(), parameter["in"].clone());
+                assert!(seen.insert(key), "{method} {path} lists {parameter} twice");
+            }
+        }
+    }
+    let webhook = &paths["/v1/webhooks/{provider}"]["post"]["parameters"];
+    assert_eq!(webhook.as_array().unwrap().iter().filter(|parameter| parameter["name"] == "provider").count(), 1);
+    let batch_400 = paths["/v1/transfers/batch"]["post"]["responses"]["400"]["description"].as_str().unwrap();
+    for code in ["invalid_request", "invalid_id", "invalid_amount", "reserved_id"] {
+        assert!(batch_400.contains(code), "{batch_400}");
+    }
+    assert!(paths.contains_key("/v1/admin/mode"));
+    let codes = document["components"]["schemas"]["ErrorCode"]["enum"].as_array().unwrap();
+    for code in ["reserved_id", "read_only", "request_timeout", "uri_too_long", "headers_too_large"] {
+        assert!(codes.contains(&json!(code)), "{code} missing from {codes:?}");
+    }
+    harness.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_created_items_of_a_batch_get_seqs_in_index_order_on_four_shards() {
+    let harness = harness_with(|config| config.engine.shards = 4).await;
+    let accounts: Vec<String> = (0..16).map(|index| format!("acct-{index}")).collect();
+    for id in &accounts {
+        let reply = harness
+            .post("/v1/accounts", None, &json!({"id": id, "currency": "USD", "overdraft_limit": "unlimited"}))
+            .await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{reply:?}");
+    }
+    for atomic in [false, true] {
+        let items: Vec<Value> = (0..200)
+            .map(|index| {
+                json!({"id": format!("b-{atomic}-{index}"), "debit_account": accounts[index % 16],
+                       "credit_account": accounts[(index * 7 + 3) % 16], "amount": "1"})
+            })
+            .filter(|item| item["debit_account"] != item["credit_account"])
+            .collect();
+        let reply = harness.post("/v1/transfers/batch", None, &json!({"transfers": items, "atomic": atomic})).await;
+        assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+        let seqs: Vec<u64> = reply.body["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|result| {
+                assert_eq!(result["status"], "created", "{result}");
+                result["transfer"]["seq"].as_u64().unwrap()
+            })
+            .collect();
+        assert!(seqs.windows(2).all(|pair| pair[0] < pair[1]), "atomic {atomic}: {seqs:?}");
+    }
+    harness.shutdown().await;
+}

@@ -124,6 +124,10 @@ fn thousands_of_half_open_connections_do_not_keep_health_from_a_fresh_client() {
     assert!(started.elapsed() < Duration::from_secs(1), "{:?}", started.elapsed());
     assert_eq!(response.json()["status"], "ok");
     assert!(metric(server.address, "ledger_connections_closed_total", &[("reason", "evicted")]) >= 2500.0);
+    // Counter series exist from the start, at 0.
+    assert_eq!(metric(server.address, "ledger_connections_refused_total", &[]), 0.0);
+    assert_eq!(metric(server.address, "ledger_transfers_total", &[("result", "insufficient_funds")]), 0.0);
+    assert_eq!(metric(server.address, "ledger_auth_blocked_total", &[]), 0.0);
     drop(half_open);
 }
 

@@ -22,7 +22,7 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use engine::{Amount, Currency};
+use engine::{Amount, Currency, Rejection};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::http::AppState;
@@ -152,7 +152,21 @@ fn describe_and_register() {
     metrics::counter!(AUTH_FAILURES_TOTAL).increment(0);
     metrics::counter!(AUTH_BLOCKED_TOTAL).increment(0);
     crate::http::listener::register_metrics();
-    for result in ["created", "exists"] {
+    // Every result a transfer creation can count, so that each series starts at 0 and
+    // `rate()` sees its first event.
+    let rejections = [
+        Rejection::ExistsWithDifferentFields,
+        Rejection::AccountsMustBeDifferent,
+        Rejection::DebitAccountNotFound,
+        Rejection::CreditAccountNotFound,
+        Rejection::CurrencyMismatch,
+        Rejection::InvalidAmount,
+        Rejection::AccountFrozen,
+        Rejection::InsufficientFunds,
+        Rejection::Overflow,
+        Rejection::BatchAborted,
+    ];
+    for result in ["created", "exists"].into_iter().chain(rejections.map(Rejection::code)) {
         metrics::counter!(TRANSFERS_TOTAL, "result" => result).increment(0);
     }
 }

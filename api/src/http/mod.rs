@@ -19,6 +19,7 @@ pub mod json;
 pub mod layers;
 pub mod listener;
 pub mod metrics;
+pub mod mode;
 pub mod openapi;
 pub mod reserved;
 pub mod transfer_json;
@@ -68,6 +69,10 @@ pub struct AppState {
     pub failure_limiter: FailureLimiter,
     /// `server.cors_allowed_origins`.
     cors_allowed_origins: Vec<String>,
+    /// The read-only mode (the kill switch).
+    pub mode: mode::ModeSwitch,
+    /// Milliseconds since the epoch, for the mode's `since`.
+    pub mode_clock: actors::Clock,
     /// The Prometheus recorder's handle (`None`: `/metrics` shows only what this crate keeps).
     pub prometheus: Option<PrometheusHandle>,
     pub transfer_metrics: TransferMetrics,
@@ -115,6 +120,8 @@ impl AppState {
             rate_limiter: CallerRateLimiter::from_config(config),
             failure_limiter: FailureLimiter::new(config.auth.failures_per_minute),
             cors_allowed_origins: config.server.cors_allowed_origins.clone(),
+            mode: mode::ModeSwitch::new(config.server.read_only),
+            mode_clock: actors::system_clock(),
             prometheus,
             body_limit_bytes: config.server.body_limit_bytes,
             request_timeout: Duration::from_millis(config.server.request_timeout_ms),
@@ -122,6 +129,20 @@ impl AppState {
             webhooks: OnceLock::new(),
             snapshot_service: OnceLock::new(),
         }
+    }
+
+    /// The same state with `clock` for the mode's `since` (tests pass a controllable clock).
+    #[must_use]
+    pub fn with_clock(mut self, clock: actors::Clock) -> AppState {
+        self.mode_clock = clock;
+        self
+    }
+
+    /// Recovery is done: reads the mode the log holds and applies it (with
+    /// `server.read_only`). Call it before [`AppState::set_ready`], so that no write is
+    /// served before the mode is known.
+    pub fn start_mode(&self, ledger: &LedgerHandle) -> Result<(), String> {
+        self.mode.start(ledger, (self.mode_clock)())
     }
 
     /// Gives the admin routes the served data dir's snapshots and backups.
@@ -173,6 +194,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(accounts::router())
         .merge(transfers::router())
         .merge(webhooks::router())
+        .merge(mode::router())
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::guard));
     let timeout = state.request_timeout;
     let body_limit_bytes = state.body_limit_bytes;
@@ -196,6 +218,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .layer(axum::middleware::from_fn_with_state(timeout, layers::request_timeout))
         .merge(admin)
         .layer(axum::middleware::from_fn_with_state(body_limit_bytes, layers::reject_oversized))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), mode::refuse_writes))
         .layer(axum::middleware::from_fn(metrics::track_requests))
         .layer(axum::middleware::from_fn(layers::json_error_shape))
         .layer(CatchPanicLayer::custom(panic_response));
