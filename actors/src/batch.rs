@@ -28,7 +28,10 @@ struct Dependencies {
     dependents: Vec<Vec<usize>>,
 }
 
-fn dependencies(requests: &[Arc<TransferRequest>]) -> Dependencies {
+/// `in_index_order`: every item also waits for the item before it, so that items are decided,
+/// and their records sequenced, in index order (the contract: the created items of a batch
+/// have `seq`s that increase with their index).
+fn dependencies(requests: &[Arc<TransferRequest>], in_index_order: bool) -> Dependencies {
     let mut last_touch: HashMap<&Id, usize, ahash::RandomState> = HashMap::default();
     let mut earlier = vec![Vec::new(); requests.len()];
     let mut dependents = vec![Vec::new(); requests.len()];
@@ -39,6 +42,15 @@ fn dependencies(requests: &[Arc<TransferRequest>]) -> Dependencies {
                 && !earlier[index].contains(&previous)
             {
                 earlier[index].push(previous);
+                dependents[previous].push(index);
+            }
+        }
+    }
+    if in_index_order {
+        for (index, waits_for) in earlier.iter_mut().enumerate().skip(1) {
+            let previous = index - 1;
+            if !waits_for.contains(&previous) {
+                waits_for.push(previous);
                 dependents[previous].push(index);
             }
         }
@@ -83,7 +95,12 @@ pub(crate) async fn run(
     let shard_count = handle.inner.shards.len();
     let owner = |id: &Id| shard_of(id, shard_count);
     let requests: Vec<Arc<TransferRequest>> = requests.into_iter().map(Arc::new).collect();
-    let Dependencies { earlier, dependents } = dependencies(&requests);
+    // On several shards, independent items would be decided (and sequenced) in whatever order
+    // their conversations finish; a plain batch chains them instead. An atomic batch commits
+    // its records as one unit in index order, and on one shard every item is local and decided
+    // in index order within one message, so neither needs the chain.
+    let in_index_order = !atomic && shard_count > 1;
+    let Dependencies { earlier, dependents } = dependencies(&requests, in_index_order);
     let mut waiting_on: Vec<usize> = earlier.iter().map(Vec::len).collect();
     // The shard owning all three of an item's ids, when one does: its conversation runs
     // entirely inside that shard.
@@ -313,7 +330,7 @@ mod tests {
             request("t5", "z", "z"),
         ];
         let requests: Vec<Arc<TransferRequest>> = requests.into_iter().map(Arc::new).collect();
-        let dependencies = dependencies(&requests);
+        let dependencies = dependencies(&requests, false);
         let waiting_on: Vec<usize> = dependencies.earlier.iter().map(Vec::len).collect();
         assert_eq!(waiting_on, vec![0, 0, 1, 1, 0]);
         assert_eq!(dependencies.earlier[3], vec![0]);

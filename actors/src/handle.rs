@@ -42,11 +42,22 @@ pub struct LedgerSettings {
     /// How often holds with a timeout are checked for expiry.
     pub expiry_tick_ms: u64,
     pub clock: Clock,
+    /// While raised, no hold is expired (the read-only mode): ticks skip the expiry check, and
+    /// holds whose deadline passed are expired at the first tick after it is lowered. Shared
+    /// with the caller ([`LedgerHandle::set_expiry_paused`]); raise it before opening to keep
+    /// expiry from running until the caller knows whether it may.
+    pub expiry_paused: Arc<AtomicBool>,
 }
 
 impl Default for LedgerSettings {
     fn default() -> Self {
-        LedgerSettings { shards: 1, max_in_flight_transfers: 65_536, expiry_tick_ms: 100, clock: system_clock() }
+        LedgerSettings {
+            shards: 1,
+            max_in_flight_transfers: 65_536,
+            expiry_tick_ms: 100,
+            clock: system_clock(),
+            expiry_paused: Arc::default(),
+        }
     }
 }
 
@@ -111,6 +122,7 @@ pub(crate) struct Inner {
     account_count: Arc<AtomicU64>,
     supervisor: ActorRef<crate::supervisor::SupervisorMessage>,
     ticker: tokio::task::JoinHandle<()>,
+    expiry_paused: Arc<AtomicBool>,
 }
 
 /// The front door of the actor tree. Cheap to clone.
@@ -170,6 +182,7 @@ impl LedgerHandle {
             let weak = weak.clone();
             let shards_for_ticks = shards.clone();
             let period = Duration::from_millis(settings.expiry_tick_ms.max(1));
+            let expiry_paused = settings.expiry_paused.clone();
             // Ticks start expiries (and let shards forget what the history has ingested); they
             // pass the gate like any change.
             let ticker = tokio::spawn(async move {
@@ -180,7 +193,8 @@ impl LedgerHandle {
                     let Some(inner) = weak.upgrade() else { return };
                     let _changing = inner.gate.read().await;
                     for shard in &shards_for_ticks {
-                        if shard.cast(ShardMessage::Tick).is_err() {
+                        let expire = !expiry_paused.load(Ordering::Acquire);
+                        if shard.cast(ShardMessage::Tick { expire }).is_err() {
                             return;
                         }
                     }
@@ -198,6 +212,7 @@ impl LedgerHandle {
                 account_count,
                 supervisor,
                 ticker,
+                expiry_paused: settings.expiry_paused.clone(),
             }
         });
         Ok(LedgerHandle { inner })
@@ -334,6 +349,11 @@ impl LedgerHandle {
             .await
             .map_err(|_| self.unavailable())?
             .map_err(history_unavailable)
+    }
+
+    /// Pauses (`true`) or resumes the expiry of holds (see [`LedgerSettings::expiry_paused`]).
+    pub fn set_expiry_paused(&self, paused: bool) {
+        self.inner.expiry_paused.store(paused, Ordering::Release);
     }
 
     /// The history behind the ledger.

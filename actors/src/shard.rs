@@ -73,7 +73,10 @@ pub(crate) enum ShardMessage {
         batch: BatchId,
         reply: oneshot::Sender<()>,
     },
-    Tick,
+    /// Periodic upkeep; `expire`: also expire the holds whose deadline passed.
+    Tick {
+        expire: bool,
+    },
     /// Loads recovered state (sent once, before any request); answers once loaded.
     Load {
         load: Box<ShardLoad>,
@@ -209,13 +212,15 @@ impl ShardState {
                 self.abort_batch(batch);
                 let _ = reply.send(());
             }
-            ShardMessage::Tick => {
+            ShardMessage::Tick { expire } => {
                 self.transfers.evict();
                 let (open_holds, recent) = self.transfers.memory_counts();
                 let shard = self.index.to_string();
                 metrics::gauge!("ledger_open_holds", "shard" => shard.clone()).set(open_holds as f64);
                 metrics::gauge!("ledger_transfers_not_yet_in_history", "shard" => shard).set(recent as f64);
-                self.expire_due();
+                if expire {
+                    self.expire_due();
+                }
             }
             ShardMessage::Load { load, reply } => {
                 self.load(*load);

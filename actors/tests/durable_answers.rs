@@ -61,8 +61,13 @@ async fn a_rejection_waits_for_the_effect_it_saw() {
         gate.allow(u64::MAX);
         let settings = CommitterSettings { group_records_max: 1, group_bytes_max: 1 << 20, queue_records_max: 1000 };
         let (commit, committer) = Committer::start(gate.clone(), 1, settings);
-        let settings =
-            LedgerSettings { shards, max_in_flight_transfers: 1000, expiry_tick_ms: 10, clock: system_clock() };
+        let settings = LedgerSettings {
+            shards,
+            max_in_flight_transfers: 1000,
+            expiry_tick_ms: 10,
+            clock: system_clock(),
+            expiry_paused: Default::default(),
+        };
         // A history that ingests nothing: the gate's storage hands no group on.
         let history_dir = tempfile::tempdir().unwrap();
         let (history, _history_threads) =

@@ -11,7 +11,6 @@
 //! environment before anything binds) and the webhook service over the recovered bookkeeping,
 //! and [`build_app`], the same wiring without a socket for tests.
 
-use std::future::IntoFuture;
 use std::io::{IsTerminal as _, Write as _};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -60,6 +59,17 @@ pub enum ServeError {
     CreateDataDir { path: PathBuf, source: std::io::Error },
     #[error("{reason}")]
     Lock { path: PathBuf, reason: String },
+    #[error(
+        "refusing to listen on {address} without TLS while auth is on: set server.tls_cert_file and \
+         server.tls_key_file, or server.plaintext = true when a proxy in front ends TLS"
+    )]
+    PlaintextNonLoopback { address: SocketAddr },
+    #[error("{0}")]
+    Auth(#[from] http::auth::AuthSetupError),
+    #[error("cannot load the TLS certificate or key: {0}")]
+    Tls(String),
+    #[error("{0}")]
+    Unsupported(String),
     #[error("cannot listen on {address}: {source}")]
     Bind { address: SocketAddr, source: std::io::Error },
     #[error("cannot recover data dir {}: {reason}", path.display())]
@@ -95,6 +105,7 @@ pub fn load_config(
 ) -> Result<Config, ServeError> {
     let config = load_config_unchecked_bind(args, environment)?;
     check_bind_allowed(&config)?;
+    check_supported(&config)?;
     Ok(config)
 }
 
@@ -113,13 +124,69 @@ pub fn load_config_unchecked_bind(
     Ok(config::load(&sources)?)
 }
 
-/// With auth off, only a loopback address may be bound.
+/// With auth off, only a loopback address may be bound; with auth on, a non-loopback address
+/// needs TLS or `server.plaintext = true`.
 pub fn check_bind_allowed(config: &Config) -> Result<(), ServeError> {
     let address = config.server.bind;
-    if !config.auth_enabled() && !address.ip().is_loopback() {
+    if address.ip().is_loopback() {
+        return Ok(());
+    }
+    if !config.auth_enabled() {
         return Err(ServeError::NonLoopback { address });
     }
+    if !config.tls_enabled() && !config.server.plaintext {
+        return Err(ServeError::PlaintextNonLoopback { address });
+    }
     Ok(())
+}
+
+/// Refuses what the configuration may name but this build does not do yet, rather than
+/// ignoring it: the audit log (`server.audit_log`).
+pub fn check_supported(config: &Config) -> Result<(), ServeError> {
+    if let Some(path) = &config.server.audit_log {
+        return Err(ServeError::Unsupported(format!(
+            "server.audit_log = {:?}: the audit log is not available in this build; remove the key to start",
+            path.display().to_string()
+        )));
+    }
+    Ok(())
+}
+
+/// The TLS acceptor of `config` (certificate chain and key from their PEM files), or `None`
+/// without TLS.
+pub fn tls_acceptor(config: &Config) -> Result<Option<tokio_rustls::TlsAcceptor>, ServeError> {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let (Some(cert_file), Some(key_file)) = (&config.server.tls_cert_file, &config.server.tls_key_file) else {
+        return Ok(None);
+    };
+    let named = |path: &Path, error: &dyn std::fmt::Display| ServeError::Tls(format!("{}: {error}", path.display()));
+    let certificates = CertificateDer::pem_file_iter(cert_file)
+        .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+        .map_err(|error| named(cert_file, &error))?;
+    if certificates.is_empty() {
+        return Err(named(cert_file, &"no certificate in the file"));
+    }
+    let key = PrivateKeyDer::from_pem_file(key_file).map_err(|error| named(key_file, &error))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut server_config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|error| ServeError::Tls(error.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certificates, key)
+        .map_err(|error| ServeError::Tls(error.to_string()))?;
+    server_config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Some(tokio_rustls::TlsAcceptor::from(Arc::new(server_config))))
+}
+
+/// The listener's settings of `config`.
+pub fn listener_settings(config: &Config, tls: Option<tokio_rustls::TlsAcceptor>) -> http::listener::ListenerSettings {
+    http::listener::ListenerSettings {
+        connections_max: config.server.connections_max,
+        header_timeout: Duration::from_millis(config.server.header_timeout_ms),
+        idle_timeout: Duration::from_millis(config.server.idle_timeout_ms),
+        tls,
+    }
 }
 
 /// Runs `ledgerd serve` to completion: `Ok` after a graceful shutdown.
@@ -174,6 +241,9 @@ pub fn open_settings(config: &Config, clock: Clock) -> OpenSettings {
             max_in_flight_transfers: limits.max_in_flight_transfers,
             expiry_tick_ms: config.engine.expiry_tick_ms,
             clock: clock.clone(),
+            // Expiry waits until the server has read the mode from the log (a read-only
+            // ledger expires nothing): see `AppState::start_mode`.
+            expiry_paused: Arc::new(std::sync::atomic::AtomicBool::new(true)),
         },
         committer: snapshots::CommitterSettings {
             group_records_max: config.engine.commit_group_records_max,
@@ -309,16 +379,20 @@ pub async fn build_app(config: &Config, options: AppOptions) -> Result<App, Serv
     let providers = resolve_providers(config, &process_environment())?;
     let lock = open_data_dir(&config.storage.data_dir)?;
     let engine = Engine::start(config, lock, options.clock.clone()).await?;
-    let webhooks = match engine.start_webhooks(config, providers, options.clock) {
+    let webhooks = match engine.start_webhooks(config, providers, options.clock.clone()) {
         Ok(webhooks) => webhooks,
         Err(error) => {
             engine.stop().await;
             return Err(error);
         }
     };
-    let state = Arc::new(AppState::new(config, options.prometheus));
+    let state = Arc::new(AppState::new(config, options.prometheus).with_clock(options.clock.clone()));
     state.set_webhooks(webhooks);
     state.set_snapshot_service(engine.snapshot_service().clone());
+    if let Err(reason) = state.start_mode(&engine.ledger) {
+        engine.stop().await;
+        return Err(ServeError::Start(reason));
+    }
     state.set_ready(engine.ledger.clone());
     Ok(App { router: http::router(state.clone()), state, engine })
 }
@@ -338,6 +412,10 @@ impl App {
 /// The server's whole life, on a runtime.
 async fn serve(config: Config, providers: Providers) -> Result<(), ServeError> {
     init_logging(config.server.log_format);
+    let environment = process_environment();
+    let lookup = |name: &str| environment.iter().find(|(key, _)| key == name).map(|(_, value)| value.clone());
+    let authenticator = http::auth::Authenticator::from_config(&config, lookup)?;
+    let tls = tls_acceptor(&config)?;
     let stop = spawn_signal_listener();
     let data_dir = config.storage.data_dir.clone();
     let lock = open_data_dir(&data_dir)?;
@@ -346,12 +424,15 @@ async fn serve(config: Config, providers: Providers) -> Result<(), ServeError> {
     let address = listener.local_addr().map_err(|source| ServeError::Bind { address: bind, source })?;
 
     let prometheus = http::metrics::install_recorder();
-    let state = Arc::new(AppState::new(&config, Some(prometheus.clone())));
+    let state = Arc::new(AppState::with_authenticator(&config, Some(prometheus.clone()), authenticator));
     let upkeep = tokio::spawn(http::metrics::run_upkeep(prometheus, METRICS_UPKEEP_PERIOD));
     let sweeper = tokio::spawn(sweep_rate_limiter(state.clone()));
-    let application = http::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
-    let mut server =
-        tokio::spawn(axum::serve(listener, application).with_graceful_shutdown(stopped(stop.clone())).into_future());
+    let mut server = tokio::spawn(http::listener::serve_connections(
+        listener,
+        http::router(state.clone()),
+        listener_settings(&config, tls),
+        stop.clone(),
+    ));
     tracing::debug!(%address, data_dir = %data_dir.display(), "recovering");
 
     let engine = tokio::select! {
@@ -378,6 +459,11 @@ async fn serve(config: Config, providers: Providers) -> Result<(), ServeError> {
     };
     state.set_webhooks(webhooks);
     state.set_snapshot_service(engine.snapshot_service().clone());
+    if let Err(reason) = state.start_mode(&engine.ledger) {
+        server.abort();
+        engine.stop().await;
+        return Err(ServeError::Start(reason));
+    }
     state.set_ready(engine.ledger.clone());
     announce(address);
     tracing::info!(%address, data_dir = %data_dir.display(), accounts = engine.ledger.account_count(), "ready");
@@ -400,8 +486,7 @@ async fn serve(config: Config, providers: Providers) -> Result<(), ServeError> {
     sweeper.abort();
     tracing::info!("stopped");
     match served {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(error)) => Err(ServeError::Server(error)),
+        Ok(()) => Ok(()),
         Err(error) if error.is_cancelled() => Ok(()),
         Err(error) => Err(ServeError::Server(std::io::Error::other(error.to_string()))),
     }
@@ -471,15 +556,15 @@ async fn stopped(mut flag: watch::Receiver<bool>) {
     let _ = flag.wait_for(|raised| *raised).await;
 }
 
-/// Forgets idle rate-limit buckets periodically.
+/// Forgets idle rate-limit buckets and finished failure windows periodically.
 async fn sweep_rate_limiter(state: Arc<AppState>) {
-    let Some(limiter) = &state.rate_limiter else {
-        return;
-    };
     let mut interval = tokio::time::interval(http::auth::RATE_LIMIT_SWEEP_PERIOD);
     loop {
         interval.tick().await;
-        limiter.forget_idle();
+        if let Some(limiter) = &state.rate_limiter {
+            limiter.forget_idle();
+        }
+        state.failure_limiter.forget_expired(std::time::Instant::now());
     }
 }
 
@@ -505,5 +590,25 @@ mod tests {
         let error = load_config(&args, Vec::new()).unwrap_err();
         assert!(matches!(error, ServeError::NonLoopback { .. }), "{error}");
         assert!(!error.to_string().contains('\n'));
+    }
+
+    #[test]
+    fn non_loopback_with_auth_needs_tls_or_plaintext_on_purpose() {
+        let mut config = config::default_config();
+        config.server.bind = "0.0.0.0:8080".parse().unwrap();
+        config.auth.tokens.push(config::TokenConfig { name: None, sha256: "ab".repeat(32), role: config::Role::Admin });
+        let error = check_bind_allowed(&config).unwrap_err();
+        assert!(matches!(error, ServeError::PlaintextNonLoopback { .. }), "{error}");
+        assert!(error.to_string().contains("server.plaintext"), "{error}");
+        config.server.plaintext = true;
+        check_bind_allowed(&config).unwrap();
+        config.server.plaintext = false;
+        config.server.tls_cert_file = Some(PathBuf::from("/etc/cert.pem"));
+        config.server.tls_key_file = Some(PathBuf::from("/etc/key.pem"));
+        check_bind_allowed(&config).unwrap();
+        config.server.bind = "127.0.0.1:8080".parse().unwrap();
+        config.server.tls_cert_file = None;
+        config.server.tls_key_file = None;
+        check_bind_allowed(&config).unwrap();
     }
 }

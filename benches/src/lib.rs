@@ -20,7 +20,13 @@ pub struct InProcess {
 pub fn open_settings(data_dir: &Path, shards: usize) -> OpenSettings {
     OpenSettings {
         data_dir: data_dir.to_owned(),
-        ledger: LedgerSettings { shards, max_in_flight_transfers: 1 << 20, expiry_tick_ms: 100, clock: system_clock() },
+        ledger: LedgerSettings {
+            shards,
+            max_in_flight_transfers: 1 << 20,
+            expiry_tick_ms: 100,
+            clock: system_clock(),
+            expiry_paused: Default::default(),
+        },
         committer: CommitterSettings {
             group_records_max: 16_384,
             group_bytes_max: 4 << 20,

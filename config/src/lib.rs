@@ -33,7 +33,7 @@ pub const AMOUNT_MAX_CEILING: u128 = 1_000_000_000_000_000_000_000_000;
 const GIB_BYTES: usize = 1 << 30;
 
 /// Sections whose scalar keys may be overridden by `LEDGERD_<SECTION>__<KEY>`.
-const OVERRIDABLE_SECTIONS: [&str; 5] = ["server", "storage", "limits", "engine", "rate_limit"];
+const OVERRIDABLE_SECTIONS: [&str; 6] = ["server", "storage", "limits", "engine", "auth", "rate_limit"];
 
 /// Prefix of the environment variables read as overrides.
 const OVERRIDE_PREFIX: &str = "LEDGERD_";
@@ -77,6 +77,32 @@ pub struct ServerConfig {
     pub request_timeout_ms: u64,
     /// Format of log lines.
     pub log_format: LogFormat,
+    /// Most connections open at once (1 to 1,000,000). At the limit, idle connections and
+    /// connections that have not finished a request head are closed, oldest first, to make
+    /// room; new ones are refused only when every open one is busy.
+    pub connections_max: usize,
+    /// A request head must arrive within this long of its first byte (of the connection, for
+    /// the first request), else the connection is closed. 1 ms to one hour.
+    pub header_timeout_ms: u64,
+    /// A keep-alive connection idle this long is closed. 1 ms to one day.
+    pub idle_timeout_ms: u64,
+    /// PEM certificate chain: with `tls_key_file`, the server speaks HTTPS only. Empty = off.
+    #[serde(with = "optional_path")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of `tls_cert_file`. Empty = off.
+    #[serde(with = "optional_path")]
+    pub tls_key_file: Option<PathBuf>,
+    /// With auth on, a non-loopback bind without TLS is refused unless this is `true` (TLS is
+    /// ended by a proxy in front).
+    pub plaintext: bool,
+    /// Origins (`https://app.example.com`) whose browsers may call the API (CORS). Empty = no
+    /// CORS headers at all.
+    pub cors_allowed_origins: Vec<String>,
+    /// File the audit log of every write request is appended to. Empty = off.
+    #[serde(with = "optional_path")]
+    pub audit_log: Option<PathBuf>,
+    /// Start read-only (the kill switch): every write answers 503 `read_only`.
+    pub read_only: bool,
 }
 
 /// Format of log lines (`server.log_format`).
@@ -159,22 +185,70 @@ pub struct CurrencyConfig {
     pub scale: u32,
 }
 
-/// `[auth]`: bearer tokens.
-#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+/// `[auth]`: bearer tokens and JWT issuers.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
-    /// `[[auth.tokens]]`. Empty = auth off.
+    /// `[[auth.tokens]]`. With no tokens and no JWT entries, auth is off.
     pub tokens: Vec<TokenConfig>,
+    /// Failed authentications allowed per client address within a minute (1 to 1,000,000);
+    /// beyond them every `/v1` request from that address answers 429 until the minute passed.
+    pub failures_per_minute: u32,
+    /// `[[auth.jwt]]`: issuers of JWT bearer tokens. Each turns auth on like a token does.
+    pub jwt: Vec<JwtConfig>,
 }
 
-/// One `[[auth.tokens]]` entry: the SHA-256 of a bearer token and its role.
+/// One `[[auth.tokens]]` entry: the SHA-256 of a bearer token, its name and its role.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct TokenConfig {
+    /// Shown in the audit log and metrics (never the token): 1 to 64 characters of
+    /// `A-Z a-z 0-9 _ - .`, unique. Absent: `token-{index}` (see [`TokenConfig::display_name`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     /// Hex SHA-256 of the token (64 hex digits, either case), unique.
     pub sha256: String,
     /// What the token may do.
     pub role: Role,
+}
+
+/// One `[[auth.jwt]]` entry: who may issue JWT bearer tokens, and how they are checked.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct JwtConfig {
+    /// Name of the issuer entry (logs, metrics): 1 to 64 characters of `A-Z a-z 0-9 _ - .`,
+    /// unique.
+    pub name: String,
+    /// The signature algorithm a token's header must name.
+    pub algorithm: JwtAlgorithm,
+    /// `HS256` only (required there): environment variable holding the raw secret, at least
+    /// 32 bytes (read at start, not here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_env: Option<String>,
+    /// `RS256` and `EdDSA` only (required there): PEM file of the public key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_key_file: Option<PathBuf>,
+    /// Required `iss` of the tokens.
+    pub issuer: String,
+    /// Required `aud` of the tokens.
+    pub audience: String,
+    /// Claim holding the role, `"client"` or `"admin"`.
+    #[serde(default = "default_role_claim")]
+    pub role_claim: String,
+}
+
+/// Signature algorithm of a JWT issuer (`auth.jwt[].algorithm`).
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+pub enum JwtAlgorithm {
+    /// HMAC-SHA256 with a shared secret.
+    #[serde(rename = "HS256")]
+    Hs256,
+    /// RSA PKCS#1 v1.5 with SHA-256, checked with a public key.
+    #[serde(rename = "RS256")]
+    Rs256,
+    /// Ed25519, checked with a public key.
+    #[serde(rename = "EdDSA")]
+    EdDsa,
 }
 
 /// Role of a bearer token.
@@ -279,6 +353,15 @@ impl Default for ServerConfig {
             body_limit_bytes: 4 * 1024 * 1024,
             request_timeout_ms: 10_000,
             log_format: LogFormat::Text,
+            connections_max: 10_000,
+            header_timeout_ms: 10_000,
+            idle_timeout_ms: 60_000,
+            tls_cert_file: None,
+            tls_key_file: None,
+            plaintext: false,
+            cors_allowed_origins: Vec::new(),
+            audit_log: None,
+            read_only: false,
         }
     }
 }
@@ -327,6 +410,16 @@ fn default_currencies() -> Vec<CurrencyConfig> {
         .into_iter()
         .map(|(code, scale)| CurrencyConfig { code: code.to_owned(), scale })
         .collect()
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig { tokens: Vec::new(), failures_per_minute: 60, jwt: Vec::new() }
+    }
+}
+
+fn default_role_claim() -> String {
+    "role".to_owned()
 }
 
 fn default_replay_window_seconds() -> u64 {
@@ -394,7 +487,7 @@ pub enum ConfigError {
     /// An environment override names no overridable key.
     #[error(
         "invalid config: unknown key `{variable}`: environment overrides accept only the \
-         scalar keys of [server], [storage], [limits], [engine] and [rate_limit], as \
+         scalar keys of [server], [storage], [limits], [engine], [auth] and [rate_limit], as \
          LEDGERD_<SECTION>__<KEY>"
     )]
     UnknownOverride {
@@ -601,6 +694,27 @@ mod amount_max_text {
     }
 }
 
+/// Serde of the optional path keys (`server.tls_cert_file`, `server.audit_log`): written as a
+/// string, the empty string meaning "off", so that every key has a value in the embedded
+/// default and can be set by an environment variable.
+mod optional_path {
+    use std::path::PathBuf;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(value: &Option<PathBuf>, serializer: S) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(path) => serializer.collect_str(&path.display()),
+            None => serializer.serialize_str(""),
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<PathBuf>, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        Ok((!text.is_empty()).then(|| PathBuf::from(text)))
+    }
+}
+
 /// Parses `limits.amount_max`: decimal digits only, positive, at most 10^24.
 fn parse_amount_max(text: &str) -> Result<u128, String> {
     if text.is_empty() || !text.bytes().all(|byte| byte.is_ascii_digit()) {
@@ -691,7 +805,10 @@ fn overridable_key(document: &toml::Table, name: &str) -> Option<(String, String
         return None;
     }
     let section = document.get(&section_name)?.as_table()?;
-    section.contains_key(&key_name).then_some((section_name, key_name))
+    // Lists and tables (`auth.tokens`, `server.cors_allowed_origins`) are set in the file only.
+    let scalar =
+        section.get(&key_name).is_some_and(|value| !matches!(value, toml::Value::Array(_) | toml::Value::Table(_)));
+    scalar.then_some((section_name, key_name))
 }
 
 /// Reads an override's text as the type of the value it replaces.
@@ -737,9 +854,14 @@ impl Config {
         self.validate_webhooks()
     }
 
-    /// Whether auth is on: at least one token is configured.
+    /// Whether auth is on: at least one token or JWT issuer is configured.
     pub fn auth_enabled(&self) -> bool {
-        !self.auth.tokens.is_empty()
+        !self.auth.tokens.is_empty() || !self.auth.jwt.is_empty()
+    }
+
+    /// Whether the server speaks HTTPS (a certificate and its key are configured).
+    pub fn tls_enabled(&self) -> bool {
+        self.server.tls_cert_file.is_some() && self.server.tls_key_file.is_some()
     }
 
     /// The configured currency with exactly this code.
@@ -750,7 +872,36 @@ impl Config {
     fn validate_server(&self) -> Result<(), ConfigError> {
         let server = &self.server;
         check_range("server.body_limit_bytes", server.body_limit_bytes, 1, GIB_BYTES)?;
-        check_range("server.request_timeout_ms", server.request_timeout_ms, 1, 3_600_000)
+        check_range("server.request_timeout_ms", server.request_timeout_ms, 1, 3_600_000)?;
+        check_range("server.connections_max", server.connections_max, 1, 1_000_000)?;
+        check_range("server.header_timeout_ms", server.header_timeout_ms, 1, 3_600_000)?;
+        check_range("server.idle_timeout_ms", server.idle_timeout_ms, 1, 86_400_000)?;
+        match (&server.tls_cert_file, &server.tls_key_file) {
+            (Some(_), None) => {
+                return Err(ConfigError::invalid("server.tls_key_file", "is required with server.tls_cert_file"));
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::invalid("server.tls_cert_file", "is required with server.tls_key_file"));
+            }
+            _ => {}
+        }
+        let mut seen = HashSet::new();
+        for (index, origin) in server.cors_allowed_origins.iter().enumerate() {
+            let key = format!("server.cors_allowed_origins[{index}]");
+            if !is_origin(origin) {
+                return Err(ConfigError::invalid(
+                    key,
+                    format!(
+                        "must be an origin: http:// or https://, a host and an optional port, no path, got \"{}\"",
+                        origin.escape_debug()
+                    ),
+                ));
+            }
+            if !seen.insert(origin.to_ascii_lowercase()) {
+                return Err(ConfigError::invalid(key, format!("duplicate origin \"{origin}\"")));
+            }
+        }
+        Ok(())
     }
 
     fn validate_storage(&self) -> Result<(), ConfigError> {
@@ -827,6 +978,25 @@ impl Config {
     }
 
     fn validate_auth(&self) -> Result<(), ConfigError> {
+        check_range("auth.failures_per_minute", self.auth.failures_per_minute, 1, 1_000_000)?;
+        let mut names = HashSet::new();
+        for (index, token) in self.auth.tokens.iter().enumerate() {
+            if let Some(name) = &token.name {
+                check_name(&format!("auth.tokens[{index}].name"), name)?;
+            }
+            if !names.insert(token.display_name(index)) {
+                return Err(ConfigError::invalid(format!("auth.tokens[{index}].name"), "duplicate token name"));
+            }
+        }
+        let mut jwt_names = HashSet::new();
+        for (index, jwt) in self.auth.jwt.iter().enumerate() {
+            let prefix = format!("auth.jwt[{index}]");
+            check_name(&format!("{prefix}.name"), &jwt.name)?;
+            if !jwt_names.insert(jwt.name.clone()) {
+                return Err(ConfigError::invalid(format!("{prefix}.name"), "duplicate JWT issuer name"));
+            }
+            jwt.validate(&prefix)?;
+        }
         let mut seen = HashSet::new();
         for (index, token) in self.auth.tokens.iter().enumerate() {
             let key = format!("auth.tokens[{index}].sha256");
@@ -968,7 +1138,61 @@ impl fmt::Debug for ProviderConfig {
     }
 }
 
+impl JwtConfig {
+    fn validate(&self, prefix: &str) -> Result<(), ConfigError> {
+        match self.algorithm {
+            JwtAlgorithm::Hs256 => {
+                let Some(variable) = &self.secret_env else {
+                    return Err(ConfigError::invalid(format!("{prefix}.secret_env"), "is required by algorithm HS256"));
+                };
+                if !is_environment_variable_name(variable) {
+                    return Err(ConfigError::invalid(
+                        format!("{prefix}.secret_env"),
+                        format!(
+                            "must be an environment variable name ([A-Za-z_][A-Za-z0-9_]*), got \"{}\"",
+                            variable.escape_debug()
+                        ),
+                    ));
+                }
+                if self.public_key_file.is_some() {
+                    return Err(ConfigError::invalid(
+                        format!("{prefix}.public_key_file"),
+                        "is only used by algorithms RS256 and EdDSA",
+                    ));
+                }
+            }
+            JwtAlgorithm::Rs256 | JwtAlgorithm::EdDsa => {
+                if self.public_key_file.as_ref().is_none_or(|path| path.as_os_str().is_empty()) {
+                    return Err(ConfigError::invalid(
+                        format!("{prefix}.public_key_file"),
+                        "is required by algorithms RS256 and EdDSA",
+                    ));
+                }
+                if self.secret_env.is_some() {
+                    return Err(ConfigError::invalid(
+                        format!("{prefix}.secret_env"),
+                        "is only used by algorithm HS256",
+                    ));
+                }
+            }
+        }
+        for (field, value) in [("issuer", &self.issuer), ("audience", &self.audience), ("role_claim", &self.role_claim)]
+        {
+            if value.is_empty() {
+                return Err(ConfigError::invalid(format!("{prefix}.{field}"), "must not be empty"));
+            }
+        }
+        Ok(())
+    }
+}
+
 impl TokenConfig {
+    /// The token's name: `name`, or `token-{index}` (its place in `[[auth.tokens]]`) when
+    /// absent.
+    pub fn display_name(&self, index: usize) -> String {
+        self.name.clone().unwrap_or_else(|| format!("token-{index}"))
+    }
+
     /// The token's SHA-256 as bytes. Meaningful on a validated config, where `sha256` is 64 hex
     /// digits; otherwise all zeros, which no token hashes to in practice.
     pub fn sha256_bytes(&self) -> [u8; 32] {
@@ -1000,6 +1224,36 @@ where
         return Err(ConfigError::invalid(key, format!("must be between {min} and {max}, got {value}")));
     }
     Ok(())
+}
+
+/// A name of a token or JWT issuer: 1 to 64 characters of `A-Z a-z 0-9 _ - .`.
+fn check_name(key: &str, name: &str) -> Result<(), ConfigError> {
+    let valid = (1..=64).contains(&name.len())
+        && name.bytes().all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'_' | b'-' | b'.'));
+    if valid {
+        Ok(())
+    } else {
+        Err(ConfigError::invalid(
+            key,
+            format!("must be 1 to 64 characters of A-Z a-z 0-9 _ - ., got \"{}\"", name.escape_debug()),
+        ))
+    }
+}
+
+/// Whether `text` is a web origin: `http://` or `https://`, a host of letters, digits, `-`
+/// and `.`, and an optional port; nothing else.
+fn is_origin(text: &str) -> bool {
+    let Some(rest) = text.strip_prefix("https://").or_else(|| text.strip_prefix("http://")) else {
+        return false;
+    };
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((host, port)) => (host, Some(port)),
+        None => (rest, None),
+    };
+    let host_valid =
+        !host.is_empty() && host.bytes().all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.'));
+    let port_valid = port.is_none_or(|port| port.parse::<u16>().is_ok_and(|port| port > 0));
+    host_valid && port_valid
 }
 
 fn is_environment_variable_name(name: &str) -> bool {
@@ -1222,7 +1476,7 @@ mod tests {
 
     #[test]
     fn sha256_bytes_of_invalid_hex_is_zero() {
-        let token = TokenConfig { sha256: "xyz".to_owned(), role: Role::Client };
+        let token = TokenConfig { name: None, sha256: "xyz".to_owned(), role: Role::Client };
         assert_eq!(token.sha256_bytes(), [0; 32]);
     }
 
@@ -1514,5 +1768,130 @@ mod tests {
         assert_eq!(position_of("ab\ncd", 4), Position { line: 2, column: 2 });
         assert_eq!(position_of("é\nx", 1), Position { line: 1, column: 1 });
         assert_eq!(position_of("ab", 99), Position { line: 1, column: 3 });
+    }
+
+    #[test]
+    fn hardening_keys_have_their_defaults() {
+        let config = default_config();
+        let server = &config.server;
+        assert_eq!(server.connections_max, 10_000);
+        assert_eq!(server.header_timeout_ms, 10_000);
+        assert_eq!(server.idle_timeout_ms, 60_000);
+        assert_eq!((server.tls_cert_file.as_ref(), server.tls_key_file.as_ref()), (None, None));
+        assert!(!server.plaintext && !server.read_only && !config.tls_enabled());
+        assert!(server.cors_allowed_origins.is_empty());
+        assert_eq!(server.audit_log, None);
+        assert_eq!(config.auth.failures_per_minute, 60);
+        assert!(config.auth.jwt.is_empty());
+    }
+
+    #[test]
+    fn hardening_keys_parse() {
+        let config = parse(
+            "[server]\nconnections_max = 5\nheader_timeout_ms = 100\nidle_timeout_ms = 200\n\
+             tls_cert_file = \"/etc/cert.pem\"\ntls_key_file = \"/etc/key.pem\"\nplaintext = true\n\
+             cors_allowed_origins = [\"https://app.example.com\", \"http://localhost:3000\"]\n\
+             audit_log = \"/var/log/ledgerd-audit.jsonl\"\nread_only = true\n\
+             [auth]\nfailures_per_minute = 3\n\
+             [[auth.tokens]]\nname = \"checkout\"\nsha256 = \"{}\"\nrole = \"client\"\n\
+             [[auth.jwt]]\nname = \"idp\"\nalgorithm = \"HS256\"\nsecret_env = \"JWT_SECRET\"\n\
+             issuer = \"https://idp\"\naudience = \"ledgerd\"\n\
+             [[auth.jwt]]\nname = \"idp2\"\nalgorithm = \"EdDSA\"\npublic_key_file = \"/etc/idp.pem\"\n\
+             issuer = \"i\"\naudience = \"a\"\nrole_claim = \"ledger_role\"\n"
+                .replace("{}", &"ab".repeat(32))
+                .as_str(),
+        )
+        .unwrap();
+        let server = &config.server;
+        assert_eq!((server.connections_max, server.header_timeout_ms, server.idle_timeout_ms), (5, 100, 200));
+        assert_eq!(server.tls_cert_file, Some(PathBuf::from("/etc/cert.pem")));
+        assert!(config.tls_enabled() && server.plaintext && server.read_only);
+        assert_eq!(server.cors_allowed_origins.len(), 2);
+        assert_eq!(server.audit_log, Some(PathBuf::from("/var/log/ledgerd-audit.jsonl")));
+        assert_eq!(config.auth.failures_per_minute, 3);
+        assert_eq!(config.auth.tokens[0].display_name(0), "checkout");
+        let jwt = &config.auth.jwt;
+        assert_eq!((jwt[0].algorithm, jwt[0].role_claim.as_str()), (JwtAlgorithm::Hs256, "role"));
+        assert_eq!((jwt[1].algorithm, jwt[1].role_claim.as_str()), (JwtAlgorithm::EdDsa, "ledger_role"));
+        assert!(config.auth_enabled());
+        // A JWT issuer alone turns auth on.
+        let jwt_only = parse(
+            "[[auth.jwt]]\nname = \"idp\"\nalgorithm = \"RS256\"\npublic_key_file = \"/k.pem\"\n\
+             issuer = \"i\"\naudience = \"a\"\n",
+        )
+        .unwrap();
+        assert!(jwt_only.auth_enabled());
+        // A token without a name is named by its place.
+        let unnamed = parse(&format!("[[auth.tokens]]\nsha256 = \"{}\"\nrole = \"admin\"\n", "cd".repeat(32))).unwrap();
+        assert_eq!(unnamed.auth.tokens[0].display_name(0), "token-0");
+    }
+
+    #[test]
+    fn hardening_keys_are_validated_and_named() {
+        let hash = "ab".repeat(32);
+        let jwt = |body: &str| format!("[[auth.jwt]]\nname = \"idp\"\nissuer = \"i\"\naudience = \"a\"\n{body}");
+        let cases = [
+            ("[server]\nconnections_max = 0\n".to_owned(), "server.connections_max"),
+            ("[server]\nheader_timeout_ms = 0\n".to_owned(), "server.header_timeout_ms"),
+            ("[server]\nidle_timeout_ms = 0\n".to_owned(), "server.idle_timeout_ms"),
+            ("[server]\ntls_cert_file = \"/c.pem\"\n".to_owned(), "server.tls_key_file"),
+            ("[server]\ntls_key_file = \"/k.pem\"\n".to_owned(), "server.tls_cert_file"),
+            ("[server]\ncors_allowed_origins = [\"app.example.com\"]\n".to_owned(), "server.cors_allowed_origins[0]"),
+            (
+                "[server]\ncors_allowed_origins = [\"https://a.example\", \"https://a.example/path\"]\n".to_owned(),
+                "server.cors_allowed_origins[1]",
+            ),
+            ("[server]\nplaintext = \"yes\"\n".to_owned(), "server.plaintext"),
+            ("[server]\nread_onlyy = true\n".to_owned(), "server.read_onlyy"),
+            ("[auth]\nfailures_per_minute = 0\n".to_owned(), "auth.failures_per_minute"),
+            (
+                format!("[[auth.tokens]]\nname = \"a b\"\nsha256 = \"{hash}\"\nrole = \"admin\"\n"),
+                "auth.tokens[0].name",
+            ),
+            (
+                format!(
+                    "[[auth.tokens]]\nname = \"x\"\nsha256 = \"{hash}\"\nrole = \"admin\"\n\
+                     [[auth.tokens]]\nname = \"x\"\nsha256 = \"{}\"\nrole = \"admin\"\n",
+                    "cd".repeat(32)
+                ),
+                "auth.tokens[1].name",
+            ),
+            (jwt("algorithm = \"HS256\"\n"), "auth.jwt[0].secret_env"),
+            (jwt("algorithm = \"HS256\"\nsecret_env = \"1BAD\"\n"), "auth.jwt[0].secret_env"),
+            (jwt("algorithm = \"RS256\"\n"), "auth.jwt[0].public_key_file"),
+            (jwt("algorithm = \"EdDSA\"\npublic_key_file = \"/k\"\nsecret_env = \"S\"\n"), "auth.jwt[0].secret_env"),
+            (jwt("algorithm = \"none\"\n"), "auth.jwt[0].algorithm"),
+            (jwt("algorithm = \"HS256\"\nsecret_env = \"S\"\nrole_claim = \"\"\n"), "auth.jwt[0].role_claim"),
+            (jwt("algorithm = \"HS256\"\nsecret_env = \"S\"\nextra = 1\n"), "auth.jwt[0].extra"),
+        ];
+        for (text, key) in cases {
+            assert_eq!(rejected_key(&text), key, "{text}");
+        }
+    }
+
+    #[test]
+    fn hardening_keys_take_environment_overrides() {
+        let mut config = default_config();
+        apply_overrides(
+            &mut config,
+            &overrides(&[
+                ("SERVER__READ_ONLY", "true"),
+                ("SERVER__CONNECTIONS_MAX", "42"),
+                ("SERVER__AUDIT_LOG", "/tmp/audit.jsonl"),
+                ("SERVER__PLAINTEXT", "TRUE"),
+                ("AUTH__FAILURES_PER_MINUTE", "7"),
+            ]),
+        )
+        .unwrap();
+        assert!(config.server.read_only && config.server.plaintext);
+        assert_eq!(config.server.connections_max, 42);
+        assert_eq!(config.server.audit_log, Some(PathBuf::from("/tmp/audit.jsonl")));
+        assert_eq!(config.auth.failures_per_minute, 7);
+        let error = apply_overrides(&mut config, &overrides(&[("SERVER__READ_ONLY", "maybe")])).unwrap_err();
+        assert_eq!(error.variable(), Some("LEDGERD_SERVER__READ_ONLY"));
+        let error = apply_overrides(&mut config, &overrides(&[("SERVER__CORS_ALLOWED_ORIGINS", "x")])).unwrap_err();
+        assert_eq!(error.variable(), Some("LEDGERD_SERVER__CORS_ALLOWED_ORIGINS"), "{error}");
+        let error = apply_overrides(&mut config, &overrides(&[("AUTH__FAILURES_PER_MINUTE", "0")])).unwrap_err();
+        assert_eq!(error.key(), Some("auth.failures_per_minute"), "{error}");
     }
 }

@@ -58,7 +58,13 @@ pub async fn boot(dir: &Path, shards: usize, clock: Clock) -> Node {
 pub async fn boot_with(dir: &Path, shards: usize, clock: Clock, adjust: impl FnOnce(&mut OpenSettings)) -> Node {
     let mut settings = OpenSettings {
         data_dir: dir.to_path_buf(),
-        ledger: LedgerSettings { shards, max_in_flight_transfers: 100_000, expiry_tick_ms: 10, clock: clock.clone() },
+        ledger: LedgerSettings {
+            shards,
+            max_in_flight_transfers: 100_000,
+            expiry_tick_ms: 10,
+            clock: clock.clone(),
+            expiry_paused: Default::default(),
+        },
         committer: CommitterSettings { group_records_max: 4096, group_bytes_max: 4 << 20, queue_records_max: 1 << 20 },
         history: history_settings(),
         snapshot_interval: std::time::Duration::ZERO,

@@ -29,6 +29,7 @@ use crate::http::json::{
     AdminOnly, Fields, JsonBody, OptionalJsonBody, PathId, amount_error, created_or_replayed, format_timestamp_ms,
     json_response,
 };
+use crate::http::reserved::{Caller, check_new_account};
 use crate::http::transfers::TransferBody;
 
 /// The routes of this resource (state: [`AppState`]).
@@ -211,7 +212,8 @@ fn parse_overdraft(text: &str) -> Result<WrittenOverdraft, ApiError> {
         (status = 201, description = "Created.", body = AccountBody),
         (status = 200, description = "The same account existed already (idempotent replay).", body = AccountBody,
             headers(("Idempotent-Replayed" = String, description = "`true`"))),
-        (status = 400, description = "`invalid_request`, `invalid_id`, `invalid_amount`.", body = ErrorResponse),
+        (status = 400, description = "`invalid_request`, `invalid_id`, `invalid_amount`, `reserved_id`.", body = ErrorResponse),
+        (status = 403, description = "`forbidden`: an unlimited overdraft asked by a `client` token.", body = ErrorResponse),
         (status = 401, description = "`unauthorized`.", body = ErrorResponse),
         (status = 409, description = "`exists_with_different_fields`.", body = ErrorResponse),
         (status = 413, description = "`payload_too_large`.", body = ErrorResponse),
@@ -224,9 +226,11 @@ fn parse_overdraft(text: &str) -> Result<WrittenOverdraft, ApiError> {
 )]
 pub async fn create_account(
     State(state): State<Arc<AppState>>,
+    Caller(caller): Caller,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
     let request = parse_account_request(&state, &body)?;
+    check_new_account(&caller, &request.id, &request.overdraft)?;
     let (account, created) = state.ledger()?.create_account(request).await?;
     Ok(created_or_replayed(created, &AccountBody::new(&account)))
 }

@@ -17,6 +17,9 @@ use engine::Rejection;
 use serde::Serialize;
 use utoipa::ToSchema;
 
+/// `Retry-After` of a write refused while read-only.
+pub const READ_ONLY_RETRY_AFTER_SECONDS: u64 = 30;
+
 /// Every error code of the API. Codes are stable; add new ones here (the OpenAPI document
 /// lists exactly these).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, ToSchema)]
@@ -47,8 +50,19 @@ pub enum ErrorCode {
     Overloaded,
     /// The ledger is not ready (recovering, shutting down) or cannot make progress.
     Unavailable,
-    /// The request took longer than `server.request_timeout_ms`.
+    /// The request took longer than `server.request_timeout_ms` once its body had arrived.
     Timeout,
+    /// The request (its body) did not arrive within `server.request_timeout_ms` (408).
+    RequestTimeout,
+    /// The request target is too long (414).
+    UriTooLong,
+    /// The request's headers are too large (431).
+    HeadersTooLarge,
+    /// The request tries to create an id that belongs to the ledger (`settlement:`, `dep:`,
+    /// `wd:`) (400).
+    ReservedId,
+    /// The ledger is read-only (the kill switch): no write is applied; see `Retry-After` (503).
+    ReadOnly,
     /// A bug. Logged on the server.
     Internal,
     // ---- business rejections (the engine's codes) -------------------------------------------
@@ -282,6 +296,44 @@ impl ApiError {
     pub fn timeout() -> ApiError {
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Timeout, "the request took too long; retry later")
             .with_retry_after(1)
+    }
+
+    /// 408 `request_timeout`: the body did not arrive in time.
+    pub fn request_timeout() -> ApiError {
+        ApiError::new(StatusCode::REQUEST_TIMEOUT, ErrorCode::RequestTimeout, "the request did not arrive in time")
+    }
+
+    /// 414 `uri_too_long`.
+    pub fn uri_too_long(limit_bytes: usize) -> ApiError {
+        ApiError::new(
+            StatusCode::URI_TOO_LONG,
+            ErrorCode::UriTooLong,
+            format!("the request target is longer than {limit_bytes} bytes"),
+        )
+    }
+
+    /// 431 `headers_too_large`.
+    pub fn headers_too_large(limit_bytes: usize) -> ApiError {
+        ApiError::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ErrorCode::HeadersTooLarge,
+            format!("the request headers are larger than {limit_bytes} bytes"),
+        )
+    }
+
+    /// 400 `reserved_id` blaming `field`.
+    pub fn reserved_id(field: impl Into<String>, message: impl Into<Cow<'static, str>>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::ReservedId, message).with_field(field)
+    }
+
+    /// 503 `read_only`: the kill switch is on.
+    pub fn read_only() -> ApiError {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::ReadOnly,
+            "the ledger is read-only; no write is applied; retry later",
+        )
+        .with_retry_after(READ_ONLY_RETRY_AFTER_SECONDS)
     }
 
     /// 500 `internal`. The details go to the log, not to the client.

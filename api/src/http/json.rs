@@ -25,7 +25,9 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::http::auth::Identity;
+use crate::http::duplicate_keys::find_duplicate_key;
 use crate::http::error::ApiError;
+use crate::http::layers::BodyArrived;
 
 /// A required JSON body: `Content-Type: application/json`, within the body limit, valid JSON.
 pub struct JsonBody(pub Value);
@@ -98,7 +100,12 @@ pub fn is_json_content_type(headers: &HeaderMap) -> bool {
 /// Reads the whole body within the limit set by `DefaultBodyLimit`.
 async fn read_body<S: Send + Sync>(request: Request, state: &S) -> Result<Bytes, ApiError> {
     let limit = request.extensions().get::<BodyLimit>().map(|limit| limit.0);
-    Bytes::from_request(request, state).await.map_err(|rejection| body_rejection(&rejection, limit))
+    let arrived = request.extensions().get::<BodyArrived>().cloned();
+    let bytes = Bytes::from_request(request, state).await.map_err(|rejection| body_rejection(&rejection, limit))?;
+    if let Some(arrived) = arrived {
+        arrived.mark();
+    }
+    Ok(bytes)
 }
 
 /// The configured body limit, put in request extensions by the router so that the 413
@@ -113,12 +120,19 @@ fn body_rejection(rejection: &BytesRejection, limit: Option<usize>) -> ApiError 
     ApiError::invalid_request(format!("the body could not be read: {rejection}"))
 }
 
-/// Parses a body into a JSON tree (400 `invalid_request` when it is not JSON).
+/// Parses a body into a JSON tree: 400 `invalid_request` when it is not JSON, or when an
+/// object has the same key twice (naming it: never "last one wins").
 pub fn parse_json(bytes: &[u8]) -> Result<Value, ApiError> {
-    serde_json::from_slice(bytes).map_err(|error| ApiError::invalid_request(format!("malformed JSON: {error}")))
+    let value: Value =
+        serde_json::from_slice(bytes).map_err(|error| ApiError::invalid_request(format!("malformed JSON: {error}")))?;
+    if let Some(path) = find_duplicate_key(bytes) {
+        return Err(ApiError::invalid_field(path.clone(), format!("`{path}` is written twice")));
+    }
+    Ok(value)
 }
 
-/// The `{id}` segment of a route, checked as an id (400 `invalid_id`, field `id`).
+/// The `{id}` segment of a route, checked as an id of up to 200 characters, so that every id
+/// the ledger derives can be read back (400 `invalid_id`, field `id`).
 pub struct PathId(pub Id);
 
 impl<S: Send + Sync> FromRequestParts<S> for PathId {
@@ -128,7 +142,7 @@ impl<S: Send + Sync> FromRequestParts<S> for PathId {
         let Path(text) = Path::<String>::from_request_parts(parts, state).await.map_err(|rejection| {
             ApiError::invalid_id("id", format!("`id` could not be read from the path: {rejection}"))
         })?;
-        parse_id(&text, "id").map(PathId)
+        Id::parse_internal(&text).map(PathId).map_err(|error| id_error(&error, "id", Id::INTERNAL_CHARS_MAX))
     }
 }
 
@@ -428,14 +442,17 @@ impl<'a> Fields<'a> {
 
 /// Parses a client id, blaming `field`.
 pub fn parse_id(text: &str, field: &str) -> Result<Id, ApiError> {
-    Id::parse(text).map_err(|error| {
-        let reason = match error {
-            IdError::Empty => "must not be empty",
-            IdError::TooLong { .. } => "is at most 64 characters",
-            IdError::BadCharacter => "may contain only A-Z a-z 0-9 _ - . :",
-        };
-        ApiError::invalid_id(field, format!("`{field}` {reason}"))
-    })
+    Id::parse(text).map_err(|error| id_error(&error, field, Id::CLIENT_CHARS_MAX))
+}
+
+/// The `invalid_id` error of an id that does not parse.
+fn id_error(error: &IdError, field: &str, chars_max: usize) -> ApiError {
+    let reason = match error {
+        IdError::Empty => "must not be empty".to_owned(),
+        IdError::TooLong { .. } => format!("is at most {chars_max} characters"),
+        IdError::BadCharacter => "may contain only A-Z a-z 0-9 _ - . :".to_owned(),
+    };
+    ApiError::invalid_id(field, format!("`{field}` {reason}"))
 }
 
 /// The `invalid_amount` error of an amount that does not parse.

@@ -22,7 +22,7 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use engine::{Amount, Currency};
+use engine::{Amount, Currency, Rejection};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::http::AppState;
@@ -50,6 +50,12 @@ pub const WEBHOOK_FETCH_DURATION_SECONDS: &str = "ledger_webhook_fetch_duration_
 pub const SNAPSHOT_LAST_SEQ: &str = "ledger_snapshot_last_seq";
 /// `ledger_snapshot_duration_seconds` (emitted by the snapshot writer).
 pub const SNAPSHOT_DURATION_SECONDS: &str = "ledger_snapshot_duration_seconds";
+
+/// `ledger_auth_failures_total`: requests refused 401 by the auth guard.
+pub const AUTH_FAILURES_TOTAL: &str = "ledger_auth_failures_total";
+/// `ledger_auth_blocked_total`: requests refused 429 because their address failed to
+/// authenticate too often (`auth.failures_per_minute`).
+pub const AUTH_BLOCKED_TOTAL: &str = "ledger_auth_blocked_total";
 
 /// Buckets of the duration histograms, in seconds (100 µs to 10 s).
 const DURATION_BUCKETS_SECONDS: [f64; 16] =
@@ -138,7 +144,29 @@ fn describe_and_register() {
     );
     metrics::counter!(actors::maintenance::SNAPSHOT_FAILURES_TOTAL).increment(0);
     metrics::counter!(WAL_BYTES_TOTAL).increment(0);
-    for result in ["created", "exists"] {
+    metrics::describe_counter!(AUTH_FAILURES_TOTAL, "Requests refused 401 by authentication.");
+    metrics::describe_counter!(
+        AUTH_BLOCKED_TOTAL,
+        "Requests refused 429 because their client address failed to authenticate too often."
+    );
+    metrics::counter!(AUTH_FAILURES_TOTAL).increment(0);
+    metrics::counter!(AUTH_BLOCKED_TOTAL).increment(0);
+    crate::http::listener::register_metrics();
+    // Every result a transfer creation can count, so that each series starts at 0 and
+    // `rate()` sees its first event.
+    let rejections = [
+        Rejection::ExistsWithDifferentFields,
+        Rejection::AccountsMustBeDifferent,
+        Rejection::DebitAccountNotFound,
+        Rejection::CreditAccountNotFound,
+        Rejection::CurrencyMismatch,
+        Rejection::InvalidAmount,
+        Rejection::AccountFrozen,
+        Rejection::InsufficientFunds,
+        Rejection::Overflow,
+        Rejection::BatchAborted,
+    ];
+    for result in ["created", "exists"].into_iter().chain(rejections.map(Rejection::code)) {
         metrics::counter!(TRANSFERS_TOTAL, "result" => result).increment(0);
     }
 }

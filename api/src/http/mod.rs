@@ -13,10 +13,15 @@
 pub mod accounts;
 pub mod admin;
 pub mod auth;
+pub mod duplicate_keys;
 pub mod error;
 pub mod json;
+pub mod layers;
+pub mod listener;
 pub mod metrics;
+pub mod mode;
 pub mod openapi;
+pub mod reserved;
 pub mod transfer_json;
 pub mod transfers;
 pub mod webhooks;
@@ -26,21 +31,19 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use actors::LedgerHandle;
-use axum::error_handling::HandleErrorLayer;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::{BoxError, Extension, Json, Router};
+use axum::{Extension, Json, Router};
 use config::Config;
 use engine::{Currency, CurrencyTable};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Serialize;
-use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use utoipa::ToSchema;
 
-use crate::http::auth::{Authenticator, CallerRateLimiter};
+use crate::http::auth::{Authenticator, CallerRateLimiter, FailureLimiter};
 use crate::http::error::ApiError;
 use crate::http::json::{BodyLimit, TextLimits};
 use crate::http::metrics::TransferMetrics;
@@ -62,6 +65,14 @@ pub struct AppState {
     pub currencies: CurrencyTable,
     pub authenticator: Authenticator,
     pub rate_limiter: Option<CallerRateLimiter>,
+    /// Failed authentications per client address (`auth.failures_per_minute`).
+    pub failure_limiter: FailureLimiter,
+    /// `server.cors_allowed_origins`.
+    cors_allowed_origins: Vec<String>,
+    /// The read-only mode (the kill switch).
+    pub mode: mode::ModeSwitch,
+    /// Milliseconds since the epoch, for the mode's `since`.
+    pub mode_clock: actors::Clock,
     /// The Prometheus recorder's handle (`None`: `/metrics` shows only what this crate keeps).
     pub prometheus: Option<PrometheusHandle>,
     pub transfer_metrics: TransferMetrics,
@@ -78,6 +89,16 @@ pub struct AppState {
 impl AppState {
     /// The state for `config`, not ready yet (see [`AppState::set_ready`]).
     pub fn new(config: &Config, prometheus: Option<PrometheusHandle>) -> AppState {
+        AppState::with_authenticator(config, prometheus, Authenticator::new(config))
+    }
+
+    /// The state for `config` with an authenticator built already (`serve` builds it before
+    /// binding, so that a JWT key that cannot be loaded stops the start).
+    pub fn with_authenticator(
+        config: &Config,
+        prometheus: Option<PrometheusHandle>,
+        authenticator: Authenticator,
+    ) -> AppState {
         let currencies: Vec<Currency> =
             config.currencies.iter().map(|currency| Currency::new(&currency.code, currency.scale)).collect();
         let limits = &config.limits;
@@ -95,8 +116,12 @@ impl AppState {
             },
             transfer_metrics: TransferMetrics::new(currencies.iter().map(|currency| currency.code.clone())),
             currencies: CurrencyTable::new(currencies),
-            authenticator: Authenticator::new(config),
+            authenticator,
             rate_limiter: CallerRateLimiter::from_config(config),
+            failure_limiter: FailureLimiter::new(config.auth.failures_per_minute),
+            cors_allowed_origins: config.server.cors_allowed_origins.clone(),
+            mode: mode::ModeSwitch::new(config.server.read_only),
+            mode_clock: actors::system_clock(),
             prometheus,
             body_limit_bytes: config.server.body_limit_bytes,
             request_timeout: Duration::from_millis(config.server.request_timeout_ms),
@@ -104,6 +129,20 @@ impl AppState {
             webhooks: OnceLock::new(),
             snapshot_service: OnceLock::new(),
         }
+    }
+
+    /// The same state with `clock` for the mode's `since` (tests pass a controllable clock).
+    #[must_use]
+    pub fn with_clock(mut self, clock: actors::Clock) -> AppState {
+        self.mode_clock = clock;
+        self
+    }
+
+    /// Recovery is done: reads the mode the log holds and applies it (with
+    /// `server.read_only`). Call it before [`AppState::set_ready`], so that no write is
+    /// served before the mode is known.
+    pub fn start_mode(&self, ledger: &LedgerHandle) -> Result<(), String> {
+        self.mode.start(ledger, (self.mode_clock)())
     }
 
     /// Gives the admin routes the served data dir's snapshots and backups.
@@ -155,6 +194,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(accounts::router())
         .merge(transfers::router())
         .merge(webhooks::router())
+        .merge(mode::router())
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::guard));
     let timeout = state.request_timeout;
     let body_limit_bytes = state.body_limit_bytes;
@@ -164,7 +204,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::guard))
         .layer(DefaultBodyLimit::max(body_limit_bytes))
         .layer(Extension(BodyLimit(body_limit_bytes)));
-    Router::new()
+    let router = Router::new()
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics::metrics_text))
@@ -175,11 +215,18 @@ pub fn router(state: Arc<AppState>) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit_bytes))
         .layer(Extension(BodyLimit(body_limit_bytes)))
-        .layer(ServiceBuilder::new().layer(HandleErrorLayer::new(timeout_error)).timeout(timeout))
+        .layer(axum::middleware::from_fn_with_state(timeout, layers::request_timeout))
         .merge(admin)
+        .layer(axum::middleware::from_fn_with_state(body_limit_bytes, layers::reject_oversized))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), mode::refuse_writes))
         .layer(axum::middleware::from_fn(metrics::track_requests))
-        .layer(CatchPanicLayer::custom(panic_response))
-        .with_state(state)
+        .layer(axum::middleware::from_fn(layers::json_error_shape))
+        .layer(CatchPanicLayer::custom(panic_response));
+    let router = match layers::cors(&state.cors_allowed_origins) {
+        Some(cors) => router.layer(cors),
+        None => router,
+    };
+    router.layer(axum::middleware::from_fn(layers::security_headers)).with_state(state)
 }
 
 /// `{"status": "..."}` of `/health` and `/ready`.
@@ -208,15 +255,6 @@ async fn not_found() -> ApiError {
 
 async fn method_not_allowed() -> ApiError {
     ApiError::method_not_allowed()
-}
-
-async fn timeout_error(error: BoxError) -> ApiError {
-    if error.is::<tower::timeout::error::Elapsed>() {
-        ApiError::timeout()
-    } else {
-        tracing::error!(%error, "a request failed in a middleware");
-        ApiError::internal()
-    }
 }
 
 fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response {

@@ -16,7 +16,7 @@ use utoipa::{Modify, OpenApi};
 
 use crate::http::AppState;
 use crate::http::json::json_response;
-use crate::http::{accounts, admin, transfers, webhooks};
+use crate::http::{accounts, admin, mode, transfers, webhooks};
 
 /// The document.
 #[derive(OpenApi)]
@@ -45,6 +45,8 @@ use crate::http::{accounts, admin, transfers, webhooks};
         webhooks::get_deposit_order,
         admin::create_snapshot,
         admin::create_backup,
+        mode::get_mode,
+        mode::set_mode,
     ),
     modifiers(&BearerSecurity),
     tags(
@@ -53,7 +55,7 @@ use crate::http::{accounts, admin, transfers, webhooks};
         (name = "webhooks", description = "Signed deposit and withdrawal events from payment providers (no bearer token)."),
         (name = "withdrawals", description = "Withdrawals: a hold posted or voided by the provider's webhooks."),
         (name = "deposits", description = "Deposit orders, credited by the provider's webhooks."),
-        (name = "admin", description = "Snapshots and online backups of the served data dir."),
+        (name = "admin", description = "Snapshots and online backups of the served data dir, and the read-only mode (the kill switch)."),
     )
 )]
 pub struct ApiDoc;
@@ -77,6 +79,13 @@ pub fn document(currency_codes: &[String]) -> Value {
     let mut document = serde_json::to_value(ApiDoc::openapi()).unwrap_or(Value::Null);
     if let Some(Value::Object(paths)) = document.get_mut("paths") {
         for operation in paths.values_mut().filter_map(Value::as_object_mut).flat_map(|item| item.values_mut()) {
+            // A parameter both derived from the handler's extractor and listed by hand appears
+            // twice; OpenAPI allows each (name, in) once.
+            if let Some(Value::Array(parameters)) = operation.get_mut("parameters") {
+                let mut seen = std::collections::HashSet::new();
+                parameters
+                    .retain(|parameter| seen.insert((parameter.get("name").cloned(), parameter.get("in").cloned())));
+            }
             if let Some(schema) = operation.pointer_mut("/requestBody/content/application~1json/schema") {
                 let narrowed = match schema.get("oneOf").and_then(Value::as_array).map(Vec::as_slice) {
                     Some([null, inner]) if null == &serde_json::json!({"type": "null"}) => Some(inner.clone()),

@@ -63,7 +63,33 @@ struct RawTransfer<'de> {
     pending: Option<bool>,
     timeout_seconds: Option<u64>,
     description: Option<Text<'de>>,
-    metadata: Option<BTreeMap<String, String>>,
+    metadata: Option<UniqueMetadata>,
+}
+
+/// Metadata as written; a key written twice is not accepted here (the strict reader names it).
+struct UniqueMetadata(BTreeMap<String, String>);
+
+impl<'de> de::Deserialize<'de> for UniqueMetadata {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct MetadataVisitor;
+        impl<'de> Visitor<'de> for MetadataVisitor {
+            type Value = UniqueMetadata;
+            fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+                formatter.write_str("an object of strings")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<UniqueMetadata, A::Error> {
+                let mut metadata = BTreeMap::new();
+                while let Some(key) = map.next_key::<String>()? {
+                    let value: String = map.next_value()?;
+                    if metadata.insert(key, value).is_some() {
+                        return Err(de::Error::custom("duplicate metadata key"));
+                    }
+                }
+                Ok(UniqueMetadata(metadata))
+            }
+        }
+        deserializer.deserialize_map(MetadataVisitor)
+    }
 }
 
 /// Fails on the second occurrence of a field.
@@ -180,7 +206,7 @@ fn checked(limits: &RequestLimits, raw: RawTransfer<'_>) -> Option<TransferReque
         Some(Text(text)) => text.into_owned(),
         None => String::new(),
     };
-    let metadata = raw.metadata.unwrap_or_default();
+    let metadata = raw.metadata.map(|metadata| metadata.0).unwrap_or_default();
     let text = &limits.text;
     let metadata_fits = metadata.len() <= text.metadata_entries_max
         && metadata.iter().all(|(key, value)| {
@@ -387,6 +413,7 @@ mod tests {
             r#"{"id":"t","debit_account":"a","credit_account":"b","amount":"10","metadata":{"longkey":"v"}}"#,
             r#"{"id":"t","debit_account":"a","credit_account":"b","amount":"10","metadata":{"a":"","b":"","c":"","d":""}}"#,
             r#"{"id":"t","debit_account":"a","credit_account":"b","amount":"10","metadata":null}"#,
+            r#"{"id":"t","debit_account":"a","credit_account":"b","amount":"10","metadata":{"k":"v","k":"w"}}"#,
             r#"{"id":"a b","debit_account":"a","credit_account":"b","amount":"10"}"#,
             r#"{"id":"t","debit_account":"a","credit_account":"b","amount":"-1"}"#,
             r#"{"id":"t","debit_account":"a","credit_account":"b","amount":"1e3"}"#,

@@ -27,6 +27,7 @@ use crate::http::json::{
     Fields, JsonBytes, OptionalJsonBody, PathId, created_or_replayed_bytes, format_timestamp_ms, json_bytes_response,
     json_response, parse_json,
 };
+use crate::http::reserved::{Caller, check_new_transfers};
 use crate::http::transfer_json;
 use crate::http::{AppState, RequestLimits};
 
@@ -221,8 +222,9 @@ pub fn parse_transfer_request(
         (status = 201, description = "Created.", body = TransferBody),
         (status = 200, description = "The same transfer existed already (idempotent replay).", body = TransferBody,
             headers(("Idempotent-Replayed" = String, description = "`true`"))),
-        (status = 400, description = "`invalid_request`, `invalid_id`, `invalid_amount`.", body = ErrorResponse),
+        (status = 400, description = "`invalid_request`, `invalid_id`, `invalid_amount`, `reserved_id`.", body = ErrorResponse),
         (status = 401, description = "`unauthorized`.", body = ErrorResponse),
+        (status = 403, description = "`forbidden`: a `client` token naming a `settlement:` account.", body = ErrorResponse),
         (status = 409, description = "`exists_with_different_fields`.", body = ErrorResponse),
         (status = 413, description = "`payload_too_large`.", body = ErrorResponse),
         (status = 415, description = "`unsupported_media_type`.", body = ErrorResponse),
@@ -235,12 +237,14 @@ pub fn parse_transfer_request(
 )]
 pub async fn create_transfer(
     State(state): State<Arc<AppState>>,
+    Caller(caller): Caller,
     JsonBytes(body): JsonBytes,
 ) -> Result<Response, ApiError> {
     let request = match transfer_json::read_transfer(&state.limits, &body) {
         Some(request) => request,
         None => parse_transfer_request(&state.limits, &parse_json(&body)?, "")?,
     };
+    check_new_transfers(&caller, std::slice::from_ref(&request), |_| String::new())?;
     let outcome = state.ledger()?.create_transfer(request).await;
     let metrics = &state.transfer_metrics;
     match outcome {
@@ -266,8 +270,10 @@ pub async fn create_transfer(
     request_body(content = BatchRequest, content_type = "application/json"),
     responses(
         (status = 200, description = "One result per item, in order.", body = BatchResponse),
-        (status = 400, description = "A malformed item (`field`: `transfers[3].amount`), or too many items.", body = ErrorResponse),
+        (status = 400, description = "`invalid_request`, `invalid_id`, `invalid_amount`, `reserved_id`: a malformed \
+            item (`field`: `transfers[3].amount`) or too many items; nothing is applied.", body = ErrorResponse),
         (status = 401, description = "`unauthorized`.", body = ErrorResponse),
+        (status = 403, description = "`forbidden`: a `client` token naming a `settlement:` account; nothing is applied.", body = ErrorResponse),
         (status = 413, description = "`payload_too_large`.", body = ErrorResponse),
         (status = 415, description = "`unsupported_media_type`.", body = ErrorResponse),
         (status = 429, description = "`rate_limited`.", body = ErrorResponse),
@@ -277,12 +283,14 @@ pub async fn create_transfer(
 )]
 pub async fn create_batch(
     State(state): State<Arc<AppState>>,
+    Caller(caller): Caller,
     JsonBytes(body): JsonBytes,
 ) -> Result<Response, ApiError> {
     let (requests, atomic) = match transfer_json::read_batch(&state.limits, &body) {
         Some(batch) => batch,
         None => parse_batch(&state.limits, &parse_json(&body)?)?,
     };
+    check_new_transfers(&caller, &requests, |index| format!("transfers[{index}]"))?;
     if requests.is_empty() {
         return Ok(json_response(StatusCode::OK, &BatchResponse { results: Vec::new() }));
     }

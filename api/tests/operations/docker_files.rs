@@ -86,6 +86,16 @@ fn promtool_accepts_the_prometheus_config_and_the_alert_rules() {
             String::from_utf8_lossy(&output.stderr)
         );
     }
+    // The latency alerts' unit tests: quiet at a 2-core machine's few transfers per second,
+    // firing on a disk whose fsync takes half a second.
+    let output =
+        Command::new(&promtool[0]).args(["test", "rules"]).arg(docker_dir().join("alerts_test.yml")).output().unwrap();
+    assert!(
+        output.status.success(),
+        "promtool test rules alerts_test.yml: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 #[test]
