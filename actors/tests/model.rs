@@ -170,21 +170,26 @@ async fn run(shards: usize, operations: Vec<Operation>) -> Result<(), TestCaseEr
             Operation::AdvanceSeconds(seconds) => {
                 clock.advance_ms(seconds * 1000);
                 let due = reference.ledger.expire(clock.now_ms());
-                for record in due.iter().cloned() {
-                    apply(&mut reference, record);
-                }
                 // Wait (bounded) until the live expiry has released every due hold.
+                let mut expired_at = Vec::with_capacity(due.len());
                 for record in due {
-                    let Record::ExpirePending { transfer, .. } = record else { unreachable!() };
+                    let Record::ExpirePending { transfer, .. } = &record else { unreachable!() };
                     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
                     loop {
-                        let live = node.handle.transfer(&transfer).await.unwrap();
+                        let live = node.handle.transfer(transfer).await.unwrap();
                         if live.status == engine::TransferStatus::Expired {
+                            expired_at.push((live.last_seq, record));
                             break;
                         }
                         prop_assert!(std::time::Instant::now() < deadline, "hold {} did not expire", transfer);
                         tokio::task::yield_now().await;
                     }
+                }
+                // Holds due at the same tick may expire in any order (each shard expires its
+                // own by deadline); the reference takes the order the live ledger wrote.
+                expired_at.sort_by_key(|(seq, _)| *seq);
+                for (_, record) in expired_at {
+                    apply(&mut reference, record);
                 }
             }
             restart @ (Operation::Restart | Operation::RestartWithHistoryBehind) => {

@@ -68,8 +68,8 @@ pub enum ServeError {
     Auth(#[from] http::auth::AuthSetupError),
     #[error("cannot load the TLS certificate or key: {0}")]
     Tls(String),
-    #[error("{0}")]
-    Unsupported(String),
+    #[error("cannot open the audit log {}: {source}", path.display())]
+    AuditLog { path: PathBuf, source: std::io::Error },
     #[error("cannot listen on {address}: {source}")]
     Bind { address: SocketAddr, source: std::io::Error },
     #[error("cannot recover data dir {}: {reason}", path.display())]
@@ -105,7 +105,6 @@ pub fn load_config(
 ) -> Result<Config, ServeError> {
     let config = load_config_unchecked_bind(args, environment)?;
     check_bind_allowed(&config)?;
-    check_supported(&config)?;
     Ok(config)
 }
 
@@ -136,18 +135,6 @@ pub fn check_bind_allowed(config: &Config) -> Result<(), ServeError> {
     }
     if !config.tls_enabled() && !config.server.plaintext {
         return Err(ServeError::PlaintextNonLoopback { address });
-    }
-    Ok(())
-}
-
-/// Refuses what the configuration may name but this build does not do yet, rather than
-/// ignoring it: the audit log (`server.audit_log`).
-pub fn check_supported(config: &Config) -> Result<(), ServeError> {
-    if let Some(path) = &config.server.audit_log {
-        return Err(ServeError::Unsupported(format!(
-            "server.audit_log = {:?}: the audit log is not available in this build; remove the key to start",
-            path.display().to_string()
-        )));
     }
     Ok(())
 }
@@ -387,6 +374,10 @@ pub async fn build_app(config: &Config, options: AppOptions) -> Result<App, Serv
         }
     };
     let state = Arc::new(AppState::new(config, options.prometheus).with_clock(options.clock.clone()));
+    if let Err(error) = state.open_audit_log(config) {
+        engine.stop().await;
+        return Err(error);
+    }
     state.set_webhooks(webhooks);
     state.set_snapshot_service(engine.snapshot_service().clone());
     if let Err(reason) = state.start_mode(&engine.ledger) {
@@ -403,8 +394,9 @@ impl App {
         &self.engine.ledger
     }
 
-    /// Stops the ledger and releases the data dir.
+    /// Writes the audit log's last lines, stops the ledger and releases the data dir.
     pub async fn shutdown(self) {
+        self.state.close_audit_log();
         self.engine.stop().await;
     }
 }
@@ -425,6 +417,7 @@ async fn serve(config: Config, providers: Providers) -> Result<(), ServeError> {
 
     let prometheus = http::metrics::install_recorder();
     let state = Arc::new(AppState::with_authenticator(&config, Some(prometheus.clone()), authenticator));
+    state.open_audit_log(&config)?;
     let upkeep = tokio::spawn(http::metrics::run_upkeep(prometheus, METRICS_UPKEEP_PERIOD));
     let sweeper = tokio::spawn(sweep_rate_limiter(state.clone()));
     let mut server = tokio::spawn(http::listener::serve_connections(
@@ -481,6 +474,7 @@ async fn serve(config: Config, providers: Providers) -> Result<(), ServeError> {
         }
     };
     tracing::info!("HTTP server stopped; stopping the ledger");
+    state.close_audit_log();
     engine.stop().await;
     upkeep.abort();
     sweeper.abort();

@@ -387,3 +387,76 @@ async fn the_created_items_of_a_batch_get_seqs_in_index_order_on_four_shards() {
     }
     harness.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_write_is_one_line_of_the_audit_log_refused_ones_included() {
+    let audit_dir = tempfile::tempdir().unwrap();
+    let audit_path = audit_dir.path().join("audit.jsonl");
+    let path_for_config = audit_path.clone();
+    let harness = harness_with(move |config| {
+        with_tokens(config);
+        config.server.audit_log = Some(path_for_config);
+    })
+    .await;
+    let admin = Some(ADMIN_TOKEN);
+    let created = harness.post("/v1/accounts", admin, &json!({"id": "alice", "currency": "EUR"})).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{created:?}");
+    harness.post("/v1/accounts", admin, &json!({"id": "bob", "currency": "EUR", "overdraft_limit": "unlimited"})).await;
+    harness
+        .post("/v1/accounts", Some(CLIENT_TOKEN), &json!({"id": "settlement:x:EUR", "currency": "EUR"}))
+        .await
+        .assert_error(StatusCode::BAD_REQUEST, "reserved_id", Some("id"));
+    harness.post("/v1/transfers", Some("not-a-token"), &json!({"id": "t-1"})).await.assert_error(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        None,
+    );
+    let transfer =
+        json!({"id": "t-2", "debit_account": "bob", "credit_account": "alice", "amount": "1", "pending": true});
+    let held = harness.post("/v1/transfers", admin, &transfer).await;
+    assert_eq!(held.status, StatusCode::CREATED, "{held:?}");
+    let voided = harness.request(Method::POST, "/v1/transfers/t-2/void", admin, None).await;
+    assert_eq!(voided.status, StatusCode::OK, "{voided:?}");
+    // Reads are not writes.
+    harness.get("/v1/accounts/alice", admin).await;
+    harness.shutdown().await;
+
+    let text = std::fs::read_to_string(&audit_path).unwrap();
+    let lines: Vec<Value> = text.lines().map(|line| serde_json::from_str(line).unwrap()).collect();
+    // (route, who, status, code, ids) of each line.
+    type Summary = (String, Option<String>, u64, Option<String>, Vec<String>);
+    let summary: Vec<Summary> = lines
+        .iter()
+        .map(|line| {
+            (
+                line["route"].as_str().unwrap().to_owned(),
+                line["who"].as_str().map(str::to_owned),
+                line["status"].as_u64().unwrap(),
+                line["code"].as_str().map(str::to_owned),
+                line["ids"].as_array().unwrap().iter().map(|id| id.as_str().unwrap().to_owned()).collect(),
+            )
+        })
+        .collect();
+    let owned = |text: &str| Some(text.to_owned());
+    let ids = |ids: &[&str]| ids.iter().map(|id| (*id).to_owned()).collect::<Vec<_>>();
+    assert_eq!(
+        summary,
+        vec![
+            ("/v1/accounts".to_owned(), owned("operator"), 201, None, ids(&["alice"])),
+            ("/v1/accounts".to_owned(), owned("operator"), 201, None, ids(&["bob"])),
+            ("/v1/accounts".to_owned(), owned("checkout"), 400, owned("reserved_id"), ids(&["settlement:x:EUR"])),
+            // Refused before its body was read: no body ids from an unauthenticated caller.
+            ("/v1/transfers".to_owned(), None, 401, owned("unauthorized"), ids(&[])),
+            ("/v1/transfers".to_owned(), owned("operator"), 201, None, ids(&["t-2", "bob", "alice"])),
+            ("/v1/transfers/{id}/void".to_owned(), owned("operator"), 200, None, ids(&["t-2"])),
+        ]
+    );
+    for line in &lines {
+        assert_eq!((line["method"].as_str(), line["remote"].as_str()), (Some("POST"), Some("127.0.0.1:40000")));
+        assert!(line["time"].as_str().unwrap().ends_with('Z'), "{line}");
+        assert!(!line.to_string().contains("token-0123456789"), "no token in the audit log: {line}");
+    }
+    assert_eq!(lines[0]["role"], "admin");
+    assert_eq!(lines[2]["role"], "client");
+    assert_eq!(lines[3]["role"], Value::Null);
+}

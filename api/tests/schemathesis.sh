@@ -35,31 +35,8 @@ if ! command -v schemathesis >/dev/null; then
     exit 2
 fi
 
-work="$(mktemp -d)"
-server_pid=""
-cleanup() {
-    if [[ -n "$server_pid" ]] && kill -0 "$server_pid" 2>/dev/null; then
-        kill -TERM "$server_pid"
-        wait "$server_pid" || true
-    fi
-    rm -rf "$work"
-}
-trap cleanup EXIT
-
-RUST_LOG="${RUST_LOG:-warn}" "$ledgerd" serve --bind 127.0.0.1:0 --data-dir "$work/data" \
-    >"$work/stdout" 2>"$work/stderr" &
-server_pid=$!
-
-address=""
-for _ in $(seq 1 600); do
-    address="$(sed -n 's/^listening on //p' "$work/stdout")"
-    [[ -n "$address" ]] && break
-    if ! kill -0 "$server_pid" 2>/dev/null; then
-        echo "ledgerd exited:" >&2; cat "$work/stderr" >&2; exit 1
-    fi
-    sleep 0.1
-done
-if [[ -z "$address" ]]; then echo "ledgerd did not start" >&2; exit 1; fi
+# shellcheck source=start_ledgerd.sh
+source "$(dirname "$0")/start_ledgerd.sh"
 base="http://$address"
 echo "ledgerd at $base (data in $work/data)"
 

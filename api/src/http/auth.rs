@@ -380,6 +380,9 @@ pub async fn guard(State(state): State<Arc<AppState>>, mut request: Request, nex
     {
         return ApiError::rate_limited(seconds).into_response();
     }
+    if let Some(caller) = request.extensions().get::<crate::http::audit_log::AuditCaller>() {
+        caller.set(identity.who.clone(), identity.role);
+    }
     request.extensions_mut().insert(identity);
     next.run(request).await
 }

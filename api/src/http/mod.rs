@@ -12,6 +12,7 @@
 
 pub mod accounts;
 pub mod admin;
+pub mod audit_log;
 pub mod auth;
 pub mod duplicate_keys;
 pub mod error;
@@ -84,6 +85,8 @@ pub struct AppState {
     webhooks: OnceLock<Arc<Webhooks>>,
     /// Snapshots and backups of the served data dir (the admin routes); set with the ledger.
     snapshot_service: OnceLock<Arc<SnapshotService>>,
+    /// `server.audit_log`, once opened.
+    audit_log: OnceLock<Arc<audit_log::AuditLog>>,
 }
 
 impl AppState {
@@ -128,7 +131,36 @@ impl AppState {
             ledger: OnceLock::new(),
             webhooks: OnceLock::new(),
             snapshot_service: OnceLock::new(),
+            audit_log: OnceLock::new(),
         }
+    }
+
+    /// Opens `server.audit_log` when the config names one.
+    pub fn open_audit_log(&self, config: &Config) -> Result<(), crate::serve::ServeError> {
+        let Some(path) = &config.server.audit_log else { return Ok(()) };
+        let log = audit_log::AuditLog::open(path)
+            .map_err(|source| crate::serve::ServeError::AuditLog { path: path.clone(), source })?;
+        if self.audit_log.set(Arc::new(log)).is_err() {
+            tracing::warn!("open_audit_log called twice; keeping the first");
+        }
+        Ok(())
+    }
+
+    /// The audit log, when on.
+    pub fn audit_log(&self) -> Option<Arc<audit_log::AuditLog>> {
+        self.audit_log.get().cloned()
+    }
+
+    /// Writes the audit log's queued lines and stops its writer.
+    pub fn close_audit_log(&self) {
+        if let Some(log) = self.audit_log.get() {
+            log.close();
+        }
+    }
+
+    /// The request body limit, `server.body_limit_bytes`.
+    pub fn body_limit_bytes(&self) -> usize {
+        self.body_limit_bytes
     }
 
     /// The same state with `clock` for the mode's `since` (tests pass a controllable clock).
@@ -221,6 +253,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .layer(axum::middleware::from_fn_with_state(state.clone(), mode::refuse_writes))
         .layer(axum::middleware::from_fn(metrics::track_requests))
         .layer(axum::middleware::from_fn(layers::json_error_shape))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), audit_log::record_writes))
         .layer(CatchPanicLayer::custom(panic_response));
     let router = match layers::cors(&state.cors_allowed_origins) {
         Some(cors) => router.layer(cors),
