@@ -50,11 +50,14 @@ post /v1/transfers '{"id": "t-1", "debit_account": "bank", "credit_account": "al
 post /v1/transfers '{"id": "h-1", "debit_account": "alice", "credit_account": "bob", "amount": "5", "pending": true}'
 
 status=0
+# The kill switch is left out: a fuzzer that switches the ledger read-only would have every
+# later write answered 503 `read_only` (its behaviour is tested in api/tests/read_only.rs).
 config="$(cd "$(dirname "$0")" && pwd)/schemathesis.toml"
 # Run from the scratch dir: schemathesis keeps a `.schemathesis/` cache in its working dir.
 (cd "$work" && schemathesis --config-file "$config" run "$base/openapi.json" \
     --checks all \
     --exclude-checks positive_data_acceptance \
+    --exclude-path /v1/admin/mode \
     --max-examples "${MAX_EXAMPLES:-50}" \
     --seed "${SEED:-1}" \
     --workers 1 \
