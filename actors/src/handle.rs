@@ -1,8 +1,10 @@
 //! The front door of the actor tree: [`LedgerHandle`].
 //!
 //! It routes each request to the shard that owns it, bounds the work in flight (beyond
-//! `max_in_flight_transfers` a request is refused with [`LedgerError::Overloaded`] instead of
-//! queueing without bound), and answers only once every effect the answer shows is durable
+//! `max_in_flight_transfers` transfers, or `max_in_flight_requests` other requests — account
+//! creation and reads, freezes, transfer and history reads, payment facts — a request is
+//! refused with [`LedgerError::Overloaded`] and counted in [`ADMISSION_REFUSED_TOTAL`] instead
+//! of queueing without bound in a mailbox or the blocking pool), and answers only once every effect the answer shows is durable
 //! (the read barrier: it waits for the committer's durable sequence to reach the `last_seq`
 //! of what it returns). It is cheap to clone and safe to share between tasks.
 
@@ -20,6 +22,10 @@ use crate::batch;
 use crate::conversation::{Command, Mode, Outcome, Reply, Start};
 use crate::shard::{Shard, ShardArguments, ShardLoad, ShardMessage, shard_of};
 use crate::supervisor::{Supervisor, SupervisorArguments};
+
+/// `ledger_admission_refused_total{work}`: requests refused `overloaded` at the front door,
+/// `work` = `transfers` (the transfer bound) or `requests` (every other request).
+pub const ADMISSION_REFUSED_TOTAL: &str = "ledger_admission_refused_total";
 
 /// Milliseconds since the Unix epoch. Injected so that tests can control time.
 pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
@@ -39,6 +45,9 @@ pub struct LedgerSettings {
     pub shards: usize,
     /// Transfers (single, batch items, posts, voids) in flight at once; beyond: overloaded.
     pub max_in_flight_transfers: usize,
+    /// Other requests in flight at once (account creation and reads, freezes, transfer and
+    /// history reads, payment facts); beyond: overloaded.
+    pub max_in_flight_requests: usize,
     /// How often holds with a timeout are checked for expiry.
     pub expiry_tick_ms: u64,
     pub clock: Clock,
@@ -54,6 +63,7 @@ impl Default for LedgerSettings {
         LedgerSettings {
             shards: 1,
             max_in_flight_transfers: 65_536,
+            max_in_flight_requests: 16_384,
             expiry_tick_ms: 100,
             clock: system_clock(),
             expiry_paused: Arc::default(),
@@ -117,6 +127,9 @@ pub(crate) struct Inner {
     pub gate: tokio::sync::RwLock<()>,
     admission: Arc<Semaphore>,
     max_in_flight: usize,
+    /// The bound of every request that is not a transfer.
+    requests: Arc<Semaphore>,
+    max_in_flight_requests: usize,
     pub failed: Arc<AtomicBool>,
     pub next_batch_id: AtomicU64,
     account_count: Arc<AtomicU64>,
@@ -178,6 +191,7 @@ impl LedgerHandle {
             loaded.await.map_err(|_| StartError("a shard stopped while loading".to_owned()))?;
         }
         let max_in_flight = settings.max_in_flight_transfers.max(1);
+        let max_in_flight_requests = settings.max_in_flight_requests.max(1);
         let inner = Arc::new_cyclic(|weak: &std::sync::Weak<Inner>| {
             let weak = weak.clone();
             let shards_for_ticks = shards.clone();
@@ -207,6 +221,8 @@ impl LedgerHandle {
                 gate: tokio::sync::RwLock::new(()),
                 admission: Arc::new(Semaphore::new(max_in_flight)),
                 max_in_flight,
+                requests: Arc::new(Semaphore::new(max_in_flight_requests)),
+                max_in_flight_requests,
                 failed,
                 next_batch_id: AtomicU64::new(1),
                 account_count,
@@ -231,6 +247,7 @@ impl LedgerHandle {
     /// Opens an account; `Ok((account, false))` when the same account exists already.
     pub async fn create_account(&self, request: AccountRequest) -> Result<(Account, bool), LedgerError> {
         self.check_running()?;
+        let _permit = self.admit_request()?;
         let _changing = self.inner.gate.read().await;
         let id = request.id.clone();
         let answer = self.ask(&id, |reply| ShardMessage::CreateAccount { request, reply }).await?;
@@ -241,6 +258,7 @@ impl LedgerHandle {
 
     /// The account as of the durable log.
     pub async fn account(&self, id: &Id) -> Result<Account, LedgerError> {
+        let _permit = self.admit_request()?;
         let account = self
             .ask(id, |reply| ShardMessage::GetAccount { id: id.clone(), reply })
             .await?
@@ -252,6 +270,7 @@ impl LedgerHandle {
     /// Freezes or unfreezes an account (idempotent).
     pub async fn set_frozen(&self, id: &Id, frozen: bool) -> Result<Account, LedgerError> {
         self.check_running()?;
+        let _permit = self.admit_request()?;
         let _changing = self.inner.gate.read().await;
         let answer = self.ask(id, |reply| ShardMessage::SetFrozen { id: id.clone(), frozen, reply }).await?;
         let account = self.durable_rejection(answer).await?;
@@ -305,6 +324,7 @@ impl LedgerHandle {
 
     /// A transfer as of the durable log: from its owner's memory, else from the history.
     pub async fn transfer(&self, id: &Id) -> Result<Arc<Transfer>, LedgerError> {
+        let _permit = self.admit_request()?;
         let mut found = self.ask(id, |reply| ShardMessage::GetTransfers { ids: vec![id.clone()], reply }).await?;
         if let Some(transfer) = found.pop().flatten() {
             self.wait_durable(transfer.last_seq).await?;
@@ -326,6 +346,7 @@ impl LedgerHandle {
         limit: usize,
         before_seq: Option<u64>,
     ) -> Result<(Vec<Arc<Transfer>>, Option<u64>), LedgerError> {
+        let _permit = self.admit_request()?;
         let found = self.ask(account, |reply| ShardMessage::GetAccount { id: account.clone(), reply }).await?;
         let last_seq = found.ok_or(LedgerError::Rejected(Rejection::AccountNotFound))?.last_seq;
         self.inner.history.wait_ingested(last_seq).await.map_err(history_unavailable)?;
@@ -403,6 +424,7 @@ impl LedgerHandle {
     /// submission, all or none, and returns the sequence of the last once it is durable.
     pub async fn append_externals(&self, records: Vec<(String, String, Vec<u8>)>) -> Result<u64, LedgerError> {
         self.check_running()?;
+        let _permit = self.admit_request()?;
         let _changing = self.inner.gate.read().await;
         let count = u64::try_from(records.len()).expect("a length fits u64");
         assert!(count > 0, "at least one record");
@@ -422,6 +444,12 @@ impl LedgerHandle {
             permit.forget();
         }
         self.inner.admission.close();
+        let requests = u32::try_from(self.inner.max_in_flight_requests).unwrap_or(u32::MAX);
+        let drained = tokio::time::timeout(Duration::from_secs(30), self.inner.requests.acquire_many(requests)).await;
+        if let Ok(Ok(permit)) = drained {
+            permit.forget();
+        }
+        self.inner.requests.close();
         self.inner.ticker.abort();
         self.inner.failed.store(true, Ordering::SeqCst);
         self.inner.commit.close();
@@ -441,7 +469,12 @@ impl LedgerHandle {
     fn admit(&self, count: usize) -> Result<tokio::sync::OwnedSemaphorePermit, LedgerError> {
         self.check_running()?;
         let count = u32::try_from(count.clamp(1, self.inner.max_in_flight)).unwrap_or(u32::MAX);
-        self.inner.admission.clone().try_acquire_many_owned(count).map_err(|_| LedgerError::Overloaded)
+        self.inner.admission.clone().try_acquire_many_owned(count).map_err(|_| refused("transfers"))
+    }
+
+    /// Admits one request that is not a transfer, or refuses it `overloaded`.
+    fn admit_request(&self) -> Result<tokio::sync::OwnedSemaphorePermit, LedgerError> {
+        self.inner.requests.clone().try_acquire_owned().map_err(|_| refused("requests"))
     }
 
     pub(crate) fn shard_for(&self, id: &Id) -> &ActorRef<ShardMessage> {
@@ -503,6 +536,12 @@ impl LedgerHandle {
     }
 }
 
+/// Counts a refusal at the front door and names it.
+fn refused(work: &'static str) -> LedgerError {
+    metrics::counter!(ADMISSION_REFUSED_TOTAL, "work" => work).increment(1);
+    LedgerError::Overloaded
+}
+
 fn history_unavailable(error: history::HistoryError) -> LedgerError {
     tracing::error!(%error, "the history cannot be read");
     LedgerError::Unavailable(format!("the history cannot be read: {error}"))
@@ -530,4 +569,97 @@ fn partition(ledger: engine::Ledger, shard_count: usize) -> Vec<ShardLoad> {
         loads[shard_of(&id, shard_count)].open_holds.insert(id, hold);
     }
     loads
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{OpenSettings, open};
+
+    fn id(text: &str) -> Id {
+        Id::parse(text).expect("a valid id")
+    }
+
+    async fn boot(dir: &std::path::Path, ledger: LedgerSettings) -> crate::OpenLedger {
+        let settings = OpenSettings {
+            data_dir: dir.to_path_buf(),
+            ledger,
+            committer: snapshots::CommitterSettings {
+                group_records_max: 64,
+                group_bytes_max: 1 << 20,
+                queue_records_max: 1 << 10,
+            },
+            history: history::HistorySettings::default(),
+            snapshot_interval: Duration::ZERO,
+            retention: snapshots::Retention { snapshots_kept: 1, wal_retention_snapshots: 0 },
+            watermark_period: Duration::from_secs(1),
+            clock: system_clock(),
+        };
+        open(settings, |_| {}).await.expect("the ledger opens")
+    }
+
+    fn usd() -> Currency {
+        Currency::new("USD", 2)
+    }
+
+    fn account_request(name: &str) -> AccountRequest {
+        AccountRequest { id: id(name), currency: usd(), overdraft: Overdraft::Unlimited, metadata: Metadata::default() }
+    }
+
+    /// Every request that is not a transfer passes the second bound: with its permits taken,
+    /// each kind is refused `overloaded` at once (and counted) while transfers still pass, and
+    /// once they are given back every kind is served again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn requests_beyond_their_bound_are_refused_and_transfers_keep_their_own_bound() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let ledger =
+            LedgerSettings { max_in_flight_requests: 3, max_in_flight_transfers: 2, ..LedgerSettings::default() };
+        let opened = boot(dir.path(), ledger).await;
+        let handle = opened.handle.clone();
+        handle.create_account(account_request("alice")).await.expect("alice opens");
+        handle.create_account(account_request("bob")).await.expect("bob opens");
+        let transfer = || TransferRequest {
+            id: id("t-1"),
+            debit_account: id("alice"),
+            credit_account: id("bob"),
+            amount: WrittenAmount::from_minor_units(100, 2),
+            pending: false,
+            timeout_seconds: 0,
+            description: String::new(),
+            metadata: Metadata::default(),
+        };
+
+        let held = handle.inner.requests.clone().try_acquire_many_owned(3).expect("every request permit");
+        let overloaded = Err(LedgerError::Overloaded);
+        assert_eq!(handle.account(&id("alice")).await.map(|_| ()), overloaded);
+        assert_eq!(handle.transfer(&id("t-0")).await.map(|_| ()), overloaded);
+        assert_eq!(handle.account_transfers(&id("alice"), 10, None).await.map(|_| ()), overloaded);
+        assert_eq!(handle.set_frozen(&id("alice"), true).await.map(|_| ()), overloaded);
+        assert_eq!(handle.create_account(account_request("carol")).await.map(|_| ()), overloaded);
+        assert_eq!(handle.append_externals(vec![("kind".into(), "key".into(), vec![1])]).await.map(|_| ()), overloaded);
+        // The refusal is counted under its kind of work.
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let exposition = recorder.handle();
+        metrics::with_local_recorder(&recorder, || {
+            assert_eq!(handle.admit_request().map(|_| ()), overloaded);
+        });
+        assert!(
+            exposition.render().contains("ledger_admission_refused_total{work=\"requests\"} 1"),
+            "{}",
+            exposition.render()
+        );
+        // Transfers have their own bound.
+        let (created, _) = handle.create_transfer(transfer()).await.expect("a transfer passes");
+        assert_eq!(created.id, id("t-1"));
+        drop(held);
+
+        assert!(!handle.account(&id("alice")).await.expect("alice reads").frozen);
+        assert_eq!(handle.transfer(&id("t-1")).await.expect("t-1 reads").id, id("t-1"));
+        let transfers = handle.inner.admission.clone().try_acquire_many_owned(2).expect("every transfer permit");
+        assert_eq!(handle.create_transfer(transfer()).await.map(|_| ()), overloaded);
+        assert!(handle.set_frozen(&id("alice"), true).await.expect("alice freezes").frozen);
+        drop(transfers);
+        assert_eq!(handle.create_transfer(transfer()).await.map(|(_, created)| created), Ok(false));
+        opened.close().await;
+    }
 }

@@ -23,7 +23,9 @@ mod shard;
 mod supervisor;
 
 pub use handle::{
-    AccountRequest, BatchItemResult, Clock, LedgerError, LedgerHandle, LedgerSettings, StartError, system_clock,
+    ADMISSION_REFUSED_TOTAL, AccountRequest, BatchItemResult, Clock, LedgerError, LedgerHandle, LedgerSettings,
+    StartError, system_clock,
 };
 pub use maintenance::{BackupReport, MaintenanceError, SnapshotService, SnapshotTaken};
 pub use open::{OpenError, OpenLedger, OpenSettings, Recovery, lock_data_dir, open, open_locked};
+pub use shard::{OPEN_HOLDS, TRANSFERS_NOT_YET_IN_HISTORY};

@@ -18,6 +18,12 @@
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, OnceLock};
 
+/// `ledger_open_holds{shard}`: pending transfers a shard holds in memory.
+pub const OPEN_HOLDS: &str = "ledger_open_holds";
+/// `ledger_transfers_not_yet_in_history{shard}`: settled transfers a shard keeps until the
+/// history has ingested them.
+pub const TRANSFERS_NOT_YET_IN_HISTORY: &str = "ledger_transfers_not_yet_in_history";
+
 use engine::ledger::{
     Side, account_change, account_from_record, apply_to_account, transfer_from_record, transfer_record,
 };
@@ -216,8 +222,8 @@ impl ShardState {
                 self.transfers.evict();
                 let (open_holds, recent) = self.transfers.memory_counts();
                 let shard = self.index.to_string();
-                metrics::gauge!("ledger_open_holds", "shard" => shard.clone()).set(open_holds as f64);
-                metrics::gauge!("ledger_transfers_not_yet_in_history", "shard" => shard).set(recent as f64);
+                metrics::gauge!(OPEN_HOLDS, "shard" => shard.clone()).set(open_holds as f64);
+                metrics::gauge!(TRANSFERS_NOT_YET_IN_HISTORY, "shard" => shard).set(recent as f64);
                 if expire {
                     self.expire_due();
                 }

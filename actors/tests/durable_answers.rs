@@ -64,6 +64,7 @@ async fn a_rejection_waits_for_the_effect_it_saw() {
         let settings = LedgerSettings {
             shards,
             max_in_flight_transfers: 1000,
+            max_in_flight_requests: 1000,
             expiry_tick_ms: 10,
             clock: system_clock(),
             expiry_paused: Default::default(),

@@ -226,6 +226,7 @@ pub fn open_settings(config: &Config, clock: Clock) -> OpenSettings {
         ledger: LedgerSettings {
             shards: config.engine.shards,
             max_in_flight_transfers: limits.max_in_flight_transfers,
+            max_in_flight_requests: limits.max_in_flight_requests,
             expiry_tick_ms: config.engine.expiry_tick_ms,
             clock: clock.clone(),
             // Expiry waits until the server has read the mode from the log (a read-only
@@ -325,7 +326,10 @@ impl Engine {
             clock,
             request_timeout: Duration::from_millis(config.server.request_timeout_ms),
         };
-        Webhooks::start(settings, self.ledger.clone()).map_err(|error| ServeError::Start(one_line(&error.to_string())))
+        let webhooks = Webhooks::start(settings, self.ledger.clone())
+            .map_err(|error| ServeError::Start(one_line(&error.to_string())))?;
+        crate::http::metrics::register_webhook_series(&webhooks);
+        Ok(webhooks)
     }
 
     /// Snapshots and online backups of the served data dir.

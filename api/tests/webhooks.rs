@@ -159,6 +159,45 @@ async fn standard_deposits_are_credited_exactly_once() {
     assert!(metrics.contains("ledger_transfer_amount_total{currency=\"USD\"} 7.5"), "{metrics}");
 }
 
+/// Every outcome of every type a provider sends, and a refused signature, is a series at 0
+/// before its first event, so that `rate()` sees that first event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_series_start_at_zero_for_every_configured_provider() {
+    let stand_in = StandIn::start().await;
+    let ledger = Ledger::start(&stand_in, "");
+    let http = &ledger.http;
+    let text = http.get("/metrics").await.text;
+    let series = [
+        ("processor", "deposit.completed", "credited"),
+        ("processor", "deposit.completed", "duplicate"),
+        ("processor", "deposit.failed", "failed"),
+        ("processor", "withdrawal.completed", "posted"),
+        ("processor", "withdrawal.failed", "voided"),
+        ("processor", "other", "ignored"),
+        ("processor", "unverified", "invalid_signature"),
+        ("processor", "unverified", "stale_webhook"),
+        ("ccpayment", "DirectDeposit", "credited"),
+        ("ccpayment", "ApiWithdrawal", "posted"),
+        ("ccpayment", "unverified", "invalid_signature"),
+    ];
+    for (provider, event_type, result) in series {
+        let labels = [("provider", provider), ("type", event_type), ("result", result)];
+        assert_eq!(
+            common::metric_text(&text, "ledger_webhooks_total", &labels),
+            Some("0"),
+            "{provider} {event_type} {result} is not at 0 before any delivery"
+        );
+    }
+    // A type the ledger does not know is not a series until a delivery brings it (no client
+    // picks series), and the registered ones count from 0.
+    assert!(!text.contains("type=\"invented\""));
+    ledger.account("alice", "USD").await;
+    let event = deposit_completed("d-1", "alice", "5.00", "USD");
+    http.standard("processor", "msg_1", &event).await.assert_status(StatusCode::OK);
+    assert_eq!(http.webhook_count("processor", "deposit.completed", "credited").await, 1);
+    assert_eq!(http.webhook_count("processor", "deposit.completed", "duplicate").await, 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signatures_are_checked_first_and_stale_deliveries_can_come_back() {
     let stand_in = StandIn::start().await;

@@ -23,6 +23,7 @@ pub fn open_settings(data_dir: &Path, shards: usize) -> OpenSettings {
         ledger: LedgerSettings {
             shards,
             max_in_flight_transfers: 1 << 20,
+            max_in_flight_requests: 1 << 16,
             expiry_tick_ms: 100,
             clock: system_clock(),
             expiry_paused: Default::default(),

@@ -149,6 +149,10 @@ pub struct LimitsConfig {
     /// Admission bound of the engine: transfers accepted but not yet committed; beyond it
     /// requests get 503 `overloaded`.
     pub max_in_flight_transfers: usize,
+    /// Admission bound of every other request that reaches the engine (account creation and
+    /// reads, freezes, transfer and history reads, payment facts): in flight at once; beyond
+    /// it requests get 503 `overloaded`.
+    pub max_in_flight_requests: usize,
     /// Largest `limit` of the transfer history of an account.
     pub history_limit_max: usize,
     /// Most metadata pairs on an account or a transfer.
@@ -385,6 +389,7 @@ impl Default for LimitsConfig {
             amount_max: 1_000_000_000_000_000,
             batch_max: 8190,
             max_in_flight_transfers: 65_536,
+            max_in_flight_requests: 16_384,
             history_limit_max: 1000,
             metadata_entries_max: 16,
             metadata_key_chars_max: 64,
@@ -936,6 +941,7 @@ impl Config {
         }
         check_range("limits.batch_max", limits.batch_max, 1, 100_000)?;
         check_range("limits.max_in_flight_transfers", limits.max_in_flight_transfers, 1, 16_777_216)?;
+        check_range("limits.max_in_flight_requests", limits.max_in_flight_requests, 1, 1_048_576)?;
         check_range("limits.history_limit_max", limits.history_limit_max, 1, 100_000)?;
         check_range("limits.metadata_entries_max", limits.metadata_entries_max, 0, 1024)?;
         check_range("limits.metadata_key_chars_max", limits.metadata_key_chars_max, 1, 65_536)?;
@@ -1309,6 +1315,7 @@ mod tests {
         assert_eq!(config.limits.amount_max, 1_000_000_000_000_000);
         assert_eq!(config.limits.batch_max, 8190);
         assert_eq!(config.limits.max_in_flight_transfers, 65_536);
+        assert_eq!(config.limits.max_in_flight_requests, 16_384);
         assert_eq!(config.limits.history_limit_max, 1000);
         assert_eq!(config.limits.metadata_entries_max, 16);
         assert_eq!(config.limits.metadata_key_chars_max, 64);
@@ -1635,6 +1642,7 @@ mod tests {
             ("[limits]\nbatch_max = 0".into(), "limits.batch_max"),
             ("[limits]\nbatch_max = 100001".into(), "limits.batch_max"),
             ("[limits]\nmax_in_flight_transfers = 0".into(), "limits.max_in_flight_transfers"),
+            ("[limits]\nmax_in_flight_requests = 0".into(), "limits.max_in_flight_requests"),
             ("[limits]\nhistory_limit_max = 0".into(), "limits.history_limit_max"),
             ("[limits]\nmetadata_entries_max = 1025".into(), "limits.metadata_entries_max"),
             ("[limits]\nmetadata_key_chars_max = 0".into(), "limits.metadata_key_chars_max"),

@@ -23,6 +23,13 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLock
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+/// `ledger_history_durable_seq`: the log sequence up to which the history is checkpointed.
+pub const DURABLE_SEQ: &str = "ledger_history_durable_seq";
+/// `ledger_history_checkpoint_duration_seconds`: one checkpoint.
+pub const CHECKPOINT_DURATION_SECONDS: &str = "ledger_history_checkpoint_duration_seconds";
+/// `ledger_history_merge_duration_seconds`: one background merge of the index runs.
+pub const MERGE_DURATION_SECONDS: &str = "ledger_history_merge_duration_seconds";
+
 use engine::ledger::transfer_from_record;
 use engine::{Amount, Currency, Id, IdMap, Ledger, Record, Transfer, TransferStatus};
 
@@ -1373,8 +1380,7 @@ impl History {
             queue.completed += 1;
             match result {
                 Ok(watermark) => {
-                    metrics::histogram!("ledger_history_checkpoint_duration_seconds")
-                        .record(started.elapsed().as_secs_f64());
+                    metrics::histogram!(CHECKPOINT_DURATION_SECONDS).record(started.elapsed().as_secs_f64());
                     tracing::debug!(watermark, "history checkpoint");
                 }
                 Err(error) => {
@@ -1576,7 +1582,7 @@ impl History {
         if heads_changed {
             let _ = std::fs::remove_file(dir.join(heads_name(old_heads)));
         }
-        metrics::gauge!("ledger_history_durable_seq").set(seq_as_gauge(watermark));
+        metrics::gauge!(DURABLE_SEQ).set(seq_as_gauge(watermark));
         Ok(watermark)
     }
 
@@ -1647,7 +1653,7 @@ impl History {
         for run in &runs {
             let _ = std::fs::remove_file(&run.path);
         }
-        metrics::histogram!("ledger_history_merge_duration_seconds").record(started.elapsed().as_secs_f64());
+        metrics::histogram!(MERGE_DURATION_SECONDS).record(started.elapsed().as_secs_f64());
         tracing::debug!(entries = merged.entries(), runs = runs.len(), "history index runs merged");
         Ok(true)
     }

@@ -17,6 +17,25 @@
 //! crash between the two converges: every decision on a fact that is not final looks at the
 //! transfer and repairs the fact from it.
 
+/// Every outcome of a verified delivery that the ledger acted on (the `result` label of its
+/// metric; a refused delivery is labelled with its error code instead): money `credited`, a
+/// deposit marked `failed` or `risky`, a withdrawal's progress `recorded`, its hold `posted`
+/// or `voided`, a `duplicate`, a `late_status` that changes nothing, a contradiction of a
+/// final state (`failed_after_success`, `success_after_failure`), or an event `ignored`.
+pub const OUTCOMES: [&str; 11] = [
+    "credited",
+    "failed",
+    "risky",
+    "recorded",
+    "posted",
+    "voided",
+    "duplicate",
+    "late_status",
+    "failed_after_success",
+    "success_after_failure",
+    "ignored",
+];
+
 pub mod ccpayment;
 pub mod deposit;
 pub mod facts;

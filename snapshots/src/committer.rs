@@ -21,6 +21,13 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
 
+/// `ledger_wal_commit_duration_seconds`: one commit group written and synced.
+pub const WAL_COMMIT_DURATION_SECONDS: &str = "ledger_wal_commit_duration_seconds";
+/// `ledger_wal_batch_size`: records per commit group.
+pub const WAL_BATCH_SIZE: &str = "ledger_wal_batch_size";
+/// `ledger_wal_bytes_total`: bytes appended to the log.
+pub const WAL_BYTES_TOTAL: &str = "ledger_wal_bytes_total";
+
 use engine::record::Record;
 use tokio::sync::watch;
 
@@ -278,9 +285,9 @@ fn run<S: Storage>(
         let last_seq = encoded.last_seq();
         handoff.publish_durable(last_seq);
         sender.send_replace(DurableState { seq: last_seq, failed: None });
-        metrics::histogram!("ledger_wal_commit_duration_seconds").record(elapsed.as_secs_f64());
-        metrics::histogram!("ledger_wal_batch_size").record(encoded.record_count() as f64);
-        metrics::counter!("ledger_wal_bytes_total").increment(u64::try_from(encoded.bytes().len()).unwrap_or(u64::MAX));
+        metrics::histogram!(WAL_COMMIT_DURATION_SECONDS).record(elapsed.as_secs_f64());
+        metrics::histogram!(WAL_BATCH_SIZE).record(encoded.record_count() as f64);
+        metrics::counter!(WAL_BYTES_TOTAL).increment(u64::try_from(encoded.bytes().len()).unwrap_or(u64::MAX));
         sink.durable(first_seq, std::mem::take(&mut written)).map_err(WalError::Failed)?;
     }
 }

@@ -35,6 +35,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
+/// `ledger_snapshot_last_seq`: the log sequence of the newest snapshot written.
+pub const SNAPSHOT_LAST_SEQ: &str = "ledger_snapshot_last_seq";
+/// `ledger_snapshot_duration_seconds`: writing one snapshot.
+pub const SNAPSHOT_DURATION_SECONDS: &str = "ledger_snapshot_duration_seconds";
+
 use engine::account::Account;
 use engine::id::{Id, IdMap};
 use engine::ledger::{InvariantViolation, Ledger};
@@ -412,8 +417,8 @@ pub fn write_snapshot(
     .map_err(io_error(&path, "write"))?;
     let header = header.expect("written");
     let info = header.info(&path, header.body_len + SNAPSHOT_HEADER_BYTES as u64);
-    metrics::gauge!("ledger_snapshot_last_seq").set(info.seq as f64);
-    metrics::histogram!("ledger_snapshot_duration_seconds").record(started.elapsed().as_secs_f64());
+    metrics::gauge!(SNAPSHOT_LAST_SEQ).set(info.seq as f64);
+    metrics::histogram!(SNAPSHOT_DURATION_SECONDS).record(started.elapsed().as_secs_f64());
     tracing::info!(id = %info.id, seq = info.seq, accounts = info.accounts, open_holds = info.open_holds, bytes = info.bytes, "snapshot written");
     Ok(info)
 }

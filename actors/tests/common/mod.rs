@@ -61,6 +61,7 @@ pub async fn boot_with(dir: &Path, shards: usize, clock: Clock, adjust: impl FnO
         ledger: LedgerSettings {
             shards,
             max_in_flight_transfers: 100_000,
+            max_in_flight_requests: 100_000,
             expiry_tick_ms: 10,
             clock: clock.clone(),
             expiry_paused: Default::default(),

@@ -34,11 +34,11 @@ pub const TRANSFER_AMOUNT_TOTAL: &str = "ledger_transfer_amount_total";
 /// `ledger_request_duration_seconds{route,status}`.
 pub const REQUEST_DURATION_SECONDS: &str = "ledger_request_duration_seconds";
 /// `ledger_wal_commit_duration_seconds` (emitted by the committer).
-pub const WAL_COMMIT_DURATION_SECONDS: &str = "ledger_wal_commit_duration_seconds";
+pub const WAL_COMMIT_DURATION_SECONDS: &str = snapshots::committer::WAL_COMMIT_DURATION_SECONDS;
 /// `ledger_wal_batch_size` (emitted by the committer): records per commit group.
-pub const WAL_BATCH_SIZE: &str = "ledger_wal_batch_size";
+pub const WAL_BATCH_SIZE: &str = snapshots::committer::WAL_BATCH_SIZE;
 /// `ledger_wal_bytes_total` (emitted by the committer): bytes appended to the log.
-pub const WAL_BYTES_TOTAL: &str = "ledger_wal_bytes_total";
+pub const WAL_BYTES_TOTAL: &str = snapshots::committer::WAL_BYTES_TOTAL;
 /// `ledger_accounts`: number of accounts.
 pub const ACCOUNTS: &str = "ledger_accounts";
 /// `ledger_webhooks_total{provider,type,result}` (emitted by the webhook route).
@@ -47,9 +47,9 @@ pub const WEBHOOKS_TOTAL: &str = "ledger_webhooks_total";
 /// record (outcome `ok`, `refused` or `unreachable`).
 pub const WEBHOOK_FETCH_DURATION_SECONDS: &str = "ledger_webhook_fetch_duration_seconds";
 /// `ledger_snapshot_last_seq` (emitted by the snapshot writer).
-pub const SNAPSHOT_LAST_SEQ: &str = "ledger_snapshot_last_seq";
+pub const SNAPSHOT_LAST_SEQ: &str = snapshots::snapshot::SNAPSHOT_LAST_SEQ;
 /// `ledger_snapshot_duration_seconds` (emitted by the snapshot writer).
-pub const SNAPSHOT_DURATION_SECONDS: &str = "ledger_snapshot_duration_seconds";
+pub const SNAPSHOT_DURATION_SECONDS: &str = snapshots::snapshot::SNAPSHOT_DURATION_SECONDS;
 
 /// `ledger_auth_failures_total`: requests refused 401 by the auth guard.
 pub const AUTH_FAILURES_TOTAL: &str = "ledger_auth_failures_total";
@@ -171,33 +171,63 @@ fn describe_and_register() {
     }
 }
 
+/// Registers at 0 the `ledger_webhooks_total` series each configured provider can count
+/// without a client choosing them: every outcome of every type it sends that the ledger acts
+/// on, an ignored other type, and the refused signatures. So `rate()` sees the first credited
+/// deposit, the first duplicate and the first forged delivery. (Refusals of a verified
+/// delivery, labelled with their error code, start at their first event.)
+pub fn register_webhook_series(webhooks: &crate::webhooks::Webhooks) {
+    for provider in webhooks.providers() {
+        let name = provider.name.to_string();
+        let zero = |event_type: &'static str, result: &'static str| {
+            metrics::counter!(WEBHOOKS_TOTAL, "provider" => name.clone(), "type" => event_type, "result" => result)
+                .increment(0);
+        };
+        for event_type in crate::webhooks::events::known_types(provider.scheme) {
+            for result in payments::OUTCOMES {
+                zero(event_type, result);
+            }
+        }
+        zero("other", "ignored");
+        zero("unverified", "invalid_signature");
+        zero("unverified", "stale_webhook");
+    }
+}
+
 /// Describes the storage families emitted by the actors and the history.
 fn describe_storage() {
     metrics::describe_gauge!(
-        "ledger_open_holds",
+        actors::OPEN_HOLDS,
         metrics::Unit::Count,
         "Pending transfers held in memory, by shard (they stay until posted, voided or expired)."
     );
     metrics::describe_gauge!(
-        "ledger_transfers_not_yet_in_history",
+        actors::TRANSFERS_NOT_YET_IN_HISTORY,
         metrics::Unit::Count,
         "Settled transfers a shard keeps in memory until the history on disk has ingested them."
     );
     metrics::describe_gauge!(
-        "ledger_history_durable_seq",
+        history::store::DURABLE_SEQ,
         "Log sequence up to which the history on disk is checkpointed (a restart ingests the log after it)."
     );
     metrics::describe_histogram!(
-        "ledger_history_checkpoint_duration_seconds",
+        history::store::CHECKPOINT_DURATION_SECONDS,
         metrics::Unit::Seconds,
         "Duration of one checkpoint of the history."
     );
     metrics::describe_histogram!(
-        "ledger_history_merge_duration_seconds",
+        history::store::MERGE_DURATION_SECONDS,
         metrics::Unit::Seconds,
         "Duration of one background merge of the history's index runs."
     );
-    metrics::gauge!("ledger_history_durable_seq").set(0.0);
+    metrics::gauge!(history::store::DURABLE_SEQ).set(0.0);
+    metrics::describe_counter!(
+        actors::ADMISSION_REFUSED_TOTAL,
+        "Requests refused 503 overloaded at the engine's front door, by work: transfers or requests (every other kind)."
+    );
+    for work in ["transfers", "requests"] {
+        metrics::counter!(actors::ADMISSION_REFUSED_TOTAL, "work" => work).increment(0);
+    }
 }
 
 /// The transfer counters kept by the API.

@@ -47,20 +47,24 @@ pub fn type_label(body: &[u8]) -> &'static str {
     }
 }
 
+/// The event types a Standard Webhooks provider sends that the ledger acts on.
+pub const STANDARD_TYPES: [&str; 4] =
+    ["deposit.completed", "deposit.failed", "withdrawal.completed", "withdrawal.failed"];
+/// The notification types of CCPayment that the ledger acts on.
+pub const CCPAYMENT_TYPES: [&str; 5] =
+    ["DirectDeposit", "UserDeposit", "ApiDeposit", "ApiWithdrawal", "UserWithdrawal"];
+
+/// The types a provider of `scheme` sends that the ledger acts on (the `type` labels its
+/// verified deliveries can have, besides `other` and `malformed`).
+pub fn known_types(scheme: config::ProviderScheme) -> &'static [&'static str] {
+    match scheme {
+        config::ProviderScheme::Standard => &STANDARD_TYPES,
+        config::ProviderScheme::Ccpayment => &CCPAYMENT_TYPES,
+    }
+}
+
 fn known_type(name: &str) -> Option<&'static str> {
-    [
-        "deposit.completed",
-        "deposit.failed",
-        "withdrawal.completed",
-        "withdrawal.failed",
-        "DirectDeposit",
-        "UserDeposit",
-        "ApiDeposit",
-        "ApiWithdrawal",
-        "UserWithdrawal",
-    ]
-    .into_iter()
-    .find(|known| *known == name)
+    STANDARD_TYPES.into_iter().chain(CCPAYMENT_TYPES).find(|known| *known == name)
 }
 
 /// Parses a Standard Webhooks event.

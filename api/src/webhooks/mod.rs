@@ -242,6 +242,11 @@ impl Webhooks {
         self.providers.get(name)
     }
 
+    /// Every configured provider.
+    pub fn providers(&self) -> impl Iterator<Item = &Provider> {
+        self.providers.iter()
+    }
+
     fn now_ms(&self) -> i64 {
         (self.clock)()
     }

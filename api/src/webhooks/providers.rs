@@ -131,6 +131,11 @@ impl Providers {
         Ok(Providers { by_name })
     }
 
+    /// Every provider, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = &Provider> {
+        self.by_name.values()
+    }
+
     /// The provider named `name` (names are matched exactly, as configured).
     pub fn get(&self, name: &str) -> Option<&Provider> {
         self.by_name.get(name)
