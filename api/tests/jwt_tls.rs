@@ -2,7 +2,7 @@
 //! TLS, CORS, audit"): the JWT matrix (valid, expired, not yet valid, wrong issuer or audience,
 //! `alg: none`, tampered, a missing or unknown role, the wrong algorithm) for an HS256 issuer
 //! whose secret comes from the environment and an EdDSA issuer whose public key is a PEM file
-//! made here, and HTTPS with a self-signed certificate made here (rcgen).
+//! made here, an RS256 issuer with a test-only key pair from `tests/fixtures`, and HTTPS with a self-signed certificate made here (rcgen).
 
 mod common;
 
@@ -132,6 +132,47 @@ fn jwt_bearer_tokens_are_checked_in_full() {
         &Header::new(Algorithm::HS256),
         &claims(&json!({"ledger_role": "admin"})),
         &EncodingKey::from_secret(ed_key.public_key_pem().as_bytes()),
+    )
+    .unwrap();
+    assert_eq!(status_with(address, &confused), 401, "algorithm confusion");
+}
+
+/// An RS256 issuer: the public key from a PEM file (a key pair kept for this test only in
+/// `tests/fixtures`), a token signed with its private key accepted, one whose signature or
+/// payload was changed refused, and the public key used as an HS256 secret refused.
+#[test]
+fn rs256_tokens_are_checked_with_the_public_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let public_key_file = fixtures.join("jwt-rs256-test-only.pub.pem");
+    let private_key = std::fs::read(fixtures.join("jwt-rs256-test-only.key.pem")).unwrap();
+    let config = format!(
+        "[auth]\nfailures_per_minute = 1000\n\
+         [[auth.jwt]]\nname = \"rs\"\nalgorithm = \"RS256\"\npublic_key_file = \"{}\"\n\
+         issuer = \"{ISSUER}\"\naudience = \"{AUDIENCE}\"\n",
+        public_key_file.display()
+    );
+    let server = start(dir.path(), &config);
+    let address = server.address;
+    let rs_encoding = EncodingKey::from_rsa_pem(&private_key).unwrap();
+    let rs256 = |claims: &Value| jsonwebtoken::encode(&Header::new(Algorithm::RS256), claims, &rs_encoding).unwrap();
+
+    assert_eq!(status_with(address, &rs256(&claims(&json!({})))), 404, "valid RS256");
+    assert_eq!(status_with(address, &rs256(&claims(&json!({"exp": now() - 300})))), 401, "expired");
+    assert_eq!(status_with(address, &rs256(&claims(&json!({"aud": "someone-else"})))), 401, "wrong audience");
+    let valid = rs256(&claims(&json!({})));
+    let parts: Vec<&str> = valid.split('.').collect();
+    let tampered_payload = base64url(claims(&json!({"role": "admin"})).to_string().as_bytes());
+    assert_eq!(status_with(address, &format!("{}.{tampered_payload}.{}", parts[0], parts[2])), 401, "tampered");
+    let mut signature = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(parts[2]).unwrap();
+    signature[0] ^= 1;
+    let forged = format!("{}.{}.{}", parts[0], parts[1], base64url(&signature));
+    assert_eq!(status_with(address, &forged), 401, "signature changed");
+    let public_pem = std::fs::read(&public_key_file).unwrap();
+    let confused = jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &claims(&json!({"role": "admin"})),
+        &EncodingKey::from_secret(&public_pem),
     )
     .unwrap();
     assert_eq!(status_with(address, &confused), 401, "algorithm confusion");

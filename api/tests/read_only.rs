@@ -130,3 +130,69 @@ async fn server_read_only_from_the_environment_starts_read_only() {
     let client = Http::new(server.address).with_token("unknown-token");
     client.get("/v1/admin/mode").await.assert_error(StatusCode::UNAUTHORIZED, "unauthorized");
 }
+
+/// Runs an offline `ledgerd` command and gives its stdout; panics with stderr if it fails.
+fn offline(args: &[&std::ffi::OsStr]) -> String {
+    let output =
+        std::process::Command::new(env!("CARGO_BIN_EXE_ledgerd")).env_remove("RUST_LOG").args(args).output().unwrap();
+    assert!(output.status.success(), "ledgerd {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// The mode is a record of the log like any other: a point-in-time restore to just before the
+/// switch gives a ledger that takes writes, one to the switch itself a read-only ledger.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_keeps_the_mode_of_its_point_in_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), &[]);
+    let http = Http::new(server.address).with_token(ADMIN_TOKEN);
+    for id in ["alice", "bob"] {
+        let account = json!({"id": id, "currency": "USD", "overdraft_limit": "unlimited"});
+        http.post("/v1/accounts", account).await.assert_status(StatusCode::CREATED);
+    }
+    let transfer = json!({"id": "t-1", "debit_account": "alice", "credit_account": "bob", "amount": "1"});
+    let before_switch =
+        http.post("/v1/transfers", transfer).await.assert_status(StatusCode::CREATED)["seq"].as_u64().unwrap();
+    assert!(server.stop_with("TERM").success());
+    let data_dir = dir.path().join("data");
+    let snapshot = offline(&["snapshot".as_ref(), "create".as_ref(), "--data-dir".as_ref(), data_dir.as_os_str()]);
+    let snapshot = snapshot.trim().to_owned();
+
+    let server = start(dir.path(), &[]);
+    let http = Http::new(server.address).with_token(ADMIN_TOKEN);
+    http.post("/v1/admin/mode", json!({"mode": "read_only", "reason": "incident 7"}))
+        .await
+        .assert_status(StatusCode::OK);
+    assert!(server.stop_with("TERM").success());
+
+    for (to_seq, expected) in [(before_switch, "read_write"), (before_switch + 1, "read_only")] {
+        let restored = tempfile::tempdir().unwrap();
+        let target = restored.path().join("data");
+        let to = to_seq.to_string();
+        let printed = offline(&[
+            "restore".as_ref(),
+            "--from".as_ref(),
+            snapshot.as_ref(),
+            "--source-dir".as_ref(),
+            data_dir.as_os_str(),
+            "--data-dir".as_ref(),
+            target.as_os_str(),
+            "--to-seq".as_ref(),
+            to.as_ref(),
+        ]);
+        assert!(printed.contains(&format!("restored_to_seq: {to_seq}")), "{printed}");
+        let server = start(restored.path(), &[]);
+        let http = Http::new(server.address).with_token(ADMIN_TOKEN);
+        let mode = http.get("/v1/admin/mode").await.assert_status(StatusCode::OK);
+        assert_eq!(mode["mode"], expected, "restored to {to_seq}: {mode}");
+        let write = http.post("/v1/accounts", json!({"id": "carol", "currency": "USD"})).await;
+        if expected == "read_only" {
+            assert_eq!(mode["reason"], "incident 7");
+            assert_read_only(&write);
+        } else {
+            write.assert_status(StatusCode::CREATED);
+        }
+        assert_eq!(http.balance("bob").await, "1.00");
+        assert!(server.stop_with("TERM").success());
+    }
+}

@@ -353,10 +353,17 @@ pub fn metric_value(text: &str, family: &str, labels: &[(&str, &str)]) -> Option
     metric_text(text, family, labels).and_then(|value| value.parse().ok())
 }
 
-/// The value, as written, of the series of `family` whose labels are exactly `labels`.
+/// The value, as written, of the series of `family` whose labels are exactly `labels` (none:
+/// the unlabelled series).
 pub fn metric_text<'a>(text: &'a str, family: &str, labels: &[(&str, &str)]) -> Option<&'a str> {
     for line in text.lines() {
         let Some(rest) = line.strip_prefix(family) else { continue };
+        // An unlabelled series: `family value`.
+        if labels.is_empty()
+            && let Some(value) = rest.strip_prefix(' ')
+        {
+            return Some(value.trim());
+        }
         let Some(rest) = rest.strip_prefix('{') else { continue };
         let Some((label_text, value)) = rest.split_once("} ") else { continue };
         let mut found: Vec<(String, String)> = label_text
