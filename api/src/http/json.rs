@@ -369,10 +369,8 @@ impl<'a> Fields<'a> {
         match self.get(key) {
             None => Ok(None),
             Some(Value::Number(number)) => match number.as_u64() {
-                Some(value) if value <= max => Ok(Some(value)),
-                _ => {
-                    Err(ApiError::invalid_field(self.path(key), format!("`{key}` must be an integer from 0 to {max}")))
-                }
+                Some(value) => check_integer(key, value, max, || self.path(key)).map(Some),
+                None => Err(integer_error(key, max, self.path(key))),
             },
             Some(other) => Err(self.wrong_type(key, "an integer", other)),
         }
@@ -382,15 +380,7 @@ impl<'a> Fields<'a> {
     pub fn optional_text(&self, key: &str, chars_max: usize) -> Result<Option<&'a str>, ApiError> {
         match self.get(key) {
             None => Ok(None),
-            Some(Value::String(text)) => {
-                if text.chars().count() > chars_max {
-                    return Err(ApiError::invalid_field(
-                        self.path(key),
-                        format!("`{key}` is at most {chars_max} characters"),
-                    ));
-                }
-                Ok(Some(text))
-            }
+            Some(Value::String(text)) => check_text(key, text, chars_max, || self.path(key)).map(Some),
             Some(other) => Err(self.wrong_type(key, "a string", other)),
         }
     }
@@ -402,30 +392,15 @@ impl<'a> Fields<'a> {
             Some(Value::Object(object)) => object,
             Some(other) => return Err(self.wrong_type(key, "an object of strings", other)),
         };
-        let field = self.path(key);
-        if object.len() > limits.metadata_entries_max {
-            return Err(ApiError::invalid_field(
-                field,
-                format!("`{key}` has at most {} pairs", limits.metadata_entries_max),
-            ));
-        }
+        let field = || self.path(key);
+        check_metadata_count(key, object.len(), limits, field)?;
         let mut metadata = BTreeMap::new();
         for (name, value) in object {
-            if name.chars().count() > limits.metadata_key_chars_max {
-                return Err(ApiError::invalid_field(
-                    field,
-                    format!("`{key}` keys are at most {} characters", limits.metadata_key_chars_max),
-                ));
-            }
+            check_metadata_key(key, name, limits, field)?;
             let Value::String(text) = value else {
-                return Err(ApiError::invalid_field(field, format!("`{key}` values must be strings")));
+                return Err(ApiError::invalid_field(field(), format!("`{key}` values must be strings")));
             };
-            if text.chars().count() > limits.metadata_value_chars_max {
-                return Err(ApiError::invalid_field(
-                    field,
-                    format!("`{key}` values are at most {} characters", limits.metadata_value_chars_max),
-                ));
-            }
+            check_metadata_value(key, text, limits, field)?;
             metadata.insert(name.clone(), text.clone());
         }
         Ok(metadata)
@@ -438,6 +413,80 @@ impl<'a> Fields<'a> {
             other => Err(self.wrong_type(key, "an array", other)),
         }
     }
+}
+
+// ---- the rules of a field's value, shared by the strict reader above and the fast reader
+// of the transfer routes (`transfer_json`), so that both accept exactly the same values. Each
+// takes the field's name as errors print it lazily: the fast reader builds it only to fail.
+
+/// An integer field of at most `max`.
+pub fn check_integer(key: &str, value: u64, max: u64, path: impl FnOnce() -> String) -> Result<u64, ApiError> {
+    if value <= max { Ok(value) } else { Err(integer_error(key, max, path())) }
+}
+
+fn integer_error(key: &str, max: u64, path: String) -> ApiError {
+    ApiError::invalid_field(path, format!("`{key}` must be an integer from 0 to {max}"))
+}
+
+/// A text field of at most `chars_max` characters.
+pub fn check_text<'t>(
+    key: &str,
+    text: &'t str,
+    chars_max: usize,
+    path: impl FnOnce() -> String,
+) -> Result<&'t str, ApiError> {
+    if text.chars().count() > chars_max {
+        return Err(ApiError::invalid_field(path(), format!("`{key}` is at most {chars_max} characters")));
+    }
+    Ok(text)
+}
+
+/// The number of metadata pairs.
+pub fn check_metadata_count(
+    key: &str,
+    count: usize,
+    limits: &TextLimits,
+    path: impl FnOnce() -> String,
+) -> Result<(), ApiError> {
+    if count > limits.metadata_entries_max {
+        return Err(ApiError::invalid_field(
+            path(),
+            format!("`{key}` has at most {} pairs", limits.metadata_entries_max),
+        ));
+    }
+    Ok(())
+}
+
+/// One metadata key.
+pub fn check_metadata_key(
+    key: &str,
+    name: &str,
+    limits: &TextLimits,
+    path: impl FnOnce() -> String,
+) -> Result<(), ApiError> {
+    if name.chars().count() > limits.metadata_key_chars_max {
+        return Err(ApiError::invalid_field(
+            path(),
+            format!("`{key}` keys are at most {} characters", limits.metadata_key_chars_max),
+        ));
+    }
+    Ok(())
+}
+
+/// One metadata value.
+pub fn check_metadata_value(
+    key: &str,
+    text: &str,
+    limits: &TextLimits,
+    path: impl FnOnce() -> String,
+) -> Result<(), ApiError> {
+    if text.chars().count() > limits.metadata_value_chars_max {
+        return Err(ApiError::invalid_field(
+            path(),
+            format!("`{key}` values are at most {} characters", limits.metadata_value_chars_max),
+        ));
+    }
+    Ok(())
 }
 
 /// Parses a client id, blaming `field`.

@@ -21,12 +21,15 @@ use std::fmt;
 
 use actors::BatchItemResult;
 use engine::amount::parse_amount;
-use engine::{Id, Transfer, TransferRequest, TransferStatus};
+use engine::{Transfer, TransferRequest};
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 use crate::http::RequestLimits;
-use crate::http::json::write_timestamp_ms;
-use crate::http::transfers::{TIMEOUT_SECONDS_MAX, rejection_body};
+use crate::http::json::{
+    check_integer, check_metadata_count, check_metadata_key, check_metadata_value, check_text, parse_id,
+    write_timestamp_ms,
+};
+use crate::http::transfers::{TIMEOUT_SECONDS_MAX, check_timeout_applies, rejection_body};
 
 /// A string borrowed from the body when it has no escapes, owned otherwise.
 struct Text<'de>(Cow<'de, str>);
@@ -190,30 +193,34 @@ impl<'de> de::Deserialize<'de> for Items<'de> {
     }
 }
 
-/// The request, when every field passes the strict reader's checks; `None` otherwise.
+/// The request, when every field passes the strict reader's rules (the same functions:
+/// `json::parse_id`, `parse_amount`, `json::check_*`, `transfers::check_timeout_applies`);
+/// `None` otherwise. The field names of the errors are never built here.
 fn checked(limits: &RequestLimits, raw: RawTransfer<'_>) -> Option<TransferRequest> {
-    let id = Id::parse(&raw.id?.0).ok()?;
-    let debit_account = Id::parse(&raw.debit_account?.0).ok()?;
-    let credit_account = Id::parse(&raw.credit_account?.0).ok()?;
+    let unnamed = String::new;
+    let id = parse_id(&raw.id?.0, "").ok()?;
+    let debit_account = parse_id(&raw.debit_account?.0, "").ok()?;
+    let credit_account = parse_id(&raw.credit_account?.0, "").ok()?;
     let amount = parse_amount(&raw.amount?.0, limits.amount_max).ok()?;
     let pending = raw.pending.unwrap_or(false);
-    let timeout_seconds = raw.timeout_seconds.unwrap_or(0);
-    if timeout_seconds > TIMEOUT_SECONDS_MAX || (!pending && timeout_seconds != 0) {
-        return None;
-    }
+    let timeout_seconds = match raw.timeout_seconds {
+        Some(value) => check_integer("timeout_seconds", value, TIMEOUT_SECONDS_MAX, unnamed).ok()?,
+        None => 0,
+    };
+    check_timeout_applies(pending, timeout_seconds, unnamed).ok()?;
+    let text = &limits.text;
     let description = match raw.description {
-        Some(Text(text)) if text.chars().count() > limits.text.description_chars_max => return None,
-        Some(Text(text)) => text.into_owned(),
+        Some(Text(description)) => {
+            check_text("description", &description, text.description_chars_max, unnamed).ok()?;
+            description.into_owned()
+        }
         None => String::new(),
     };
     let metadata = raw.metadata.map(|metadata| metadata.0).unwrap_or_default();
-    let text = &limits.text;
-    let metadata_fits = metadata.len() <= text.metadata_entries_max
-        && metadata.iter().all(|(key, value)| {
-            key.chars().count() <= text.metadata_key_chars_max && value.chars().count() <= text.metadata_value_chars_max
-        });
-    if !metadata_fits {
-        return None;
+    check_metadata_count("metadata", metadata.len(), text, unnamed).ok()?;
+    for (name, value) in &metadata {
+        check_metadata_key("metadata", name, text, unnamed).ok()?;
+        check_metadata_value("metadata", value, text, unnamed).ok()?;
     }
     Some(TransferRequest { id, debit_account, credit_account, amount, pending, timeout_seconds, description, metadata })
 }
@@ -255,15 +262,6 @@ fn write_amount(out: &mut Vec<u8>, amount: engine::Amount, scale: u32) {
     out.push(b'"');
 }
 
-fn status_name(status: TransferStatus) -> &'static str {
-    match status {
-        TransferStatus::Posted => "posted",
-        TransferStatus::Pending => "pending",
-        TransferStatus::Voided => "voided",
-        TransferStatus::Expired => "expired",
-    }
-}
-
 /// Appends the transfer object, byte for byte what `serde_json` prints for
 /// [`TransferBody::new(transfer)`](crate::http::transfers::TransferBody::new).
 pub fn write_transfer(out: &mut Vec<u8>, transfer: &Transfer) {
@@ -279,7 +277,7 @@ pub fn write_transfer(out: &mut Vec<u8>, transfer: &Transfer) {
     out.extend_from_slice(b",\"currency\":");
     write_string(out, &transfer.currency.code);
     out.extend_from_slice(b",\"status\":\"");
-    out.extend_from_slice(status_name(transfer.status).as_bytes());
+    out.extend_from_slice(transfer.status.as_str().as_bytes());
     out.extend_from_slice(b"\",\"posted_amount\":");
     write_amount(out, transfer.posted_amount, scale);
     out.extend_from_slice(b",\"description\":");
@@ -342,7 +340,7 @@ pub fn batch_bytes(outcomes: &[BatchItemResult]) -> Vec<u8> {
 mod tests {
     use std::sync::Arc;
 
-    use engine::{Currency, Rejection};
+    use engine::{Currency, Id, Rejection, TransferStatus};
     use rand::rngs::SmallRng;
     use rand::{Rng, SeedableRng};
     use serde_json::{Value, json};
