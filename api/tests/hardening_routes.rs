@@ -3,72 +3,26 @@
 //! ids up to 200 characters, duplicate JSON keys, `amount_max` with many fractional digits,
 //! failed authentications limited per client address, the security headers and CORS.
 
+mod router;
+
 use std::net::SocketAddr;
 
-use api::serve::{App, AppOptions, build_app};
 use axum::body::Body;
-use axum::extract::ConnectInfo;
-use axum::http::{HeaderMap, Method, Request, StatusCode, header};
-use config::{Config, Role, TokenConfig, default_config};
-use http_body_util::BodyExt;
+use axum::http::{Method, Request, StatusCode, header};
+use config::Config;
+use router::{ADMIN_TOKEN, CLIENT_TOKEN, Reply, Router, with_tokens};
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
-use tower::ServiceExt;
 
-const CLIENT_TOKEN: &str = "client-token-0123456789";
-const ADMIN_TOKEN: &str = "admin-token-0123456789";
-
-struct Harness {
-    app: Option<App>,
-    _dir: tempfile::TempDir,
-}
-
-#[derive(Debug)]
-struct Reply {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Value,
-}
-
-impl Reply {
-    #[track_caller]
-    fn assert_error(&self, status: StatusCode, code: &str, field: Option<&str>) {
-        assert_eq!(self.status, status, "{self:?}");
-        assert_eq!(self.body["error"]["code"], code, "{self:?}");
-        assert_eq!(self.body["error"].get("field").and_then(Value::as_str), field, "{self:?}");
-        assert_eq!(self.headers[header::CONTENT_TYPE], "application/json", "{self:?}");
-    }
-}
+/// The shared router harness, with requests written as (method, path, token, body).
+struct Harness(Router);
 
 async fn harness_with(edit: impl FnOnce(&mut Config)) -> Harness {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = default_config();
-    config.storage.data_dir = dir.path().join("data");
-    edit(&mut config);
-    config.validate().unwrap();
-    let app = build_app(&config, AppOptions::default()).await.unwrap();
-    Harness { app: Some(app), _dir: dir }
-}
-
-fn with_tokens(config: &mut Config) {
-    for (name, token, role) in [("checkout", CLIENT_TOKEN, Role::Client), ("operator", ADMIN_TOKEN, Role::Admin)] {
-        config.auth.tokens.push(TokenConfig {
-            name: Some(name.to_owned()),
-            sha256: hex::encode(Sha256::digest(token.as_bytes())),
-            role,
-        });
-    }
+    Harness(Router::start(edit).await)
 }
 
 impl Harness {
-    async fn send_from(&self, mut request: Request<Body>, remote: SocketAddr) -> Reply {
-        request.extensions_mut().insert(ConnectInfo(remote));
-        let response = self.app.as_ref().unwrap().router.clone().oneshot(request).await.unwrap();
-        let status = response.status();
-        let headers = response.headers().clone();
-        let bytes = response.into_body().collect().await.unwrap().to_bytes();
-        let body = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or(Value::Null) };
-        Reply { status, headers, body }
+    async fn send_from(&self, request: Request<Body>, remote: SocketAddr) -> Reply {
+        self.0.send_from(request, remote).await
     }
 
     async fn request(&self, method: Method, path: &str, token: Option<&str>, body: Option<&str>) -> Reply {
@@ -91,8 +45,8 @@ impl Harness {
         self.request(Method::GET, path, token, None).await
     }
 
-    async fn shutdown(mut self) {
-        self.app.take().unwrap().shutdown().await;
+    async fn shutdown(self) {
+        self.0.shutdown().await;
     }
 }
 

@@ -2,58 +2,25 @@
 //! real ledger (recovery, committer, actors) on a temporary data dir, with a controllable
 //! clock so that timestamps are exact and holds can expire without waiting.
 
+mod router;
+
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use api::serve::{App, AppOptions, build_app};
+use api::serve::AppOptions;
 use axum::body::Body;
-use axum::http::{HeaderMap, Method, Request, StatusCode, header};
-use config::{Config, Role, TokenConfig, default_config};
+use axum::http::{Method, Request, StatusCode, header};
+use config::{Config, default_config};
 use http_body_util::BodyExt;
+use router::{ADMIN_TOKEN, CLIENT_TOKEN, Reply, Router, START_TEXT, with_tokens};
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 use tower::ServiceExt;
 
-/// 2026-11-22T10:00:00.000Z.
-const START_MS: i64 = 1_795_341_600_000;
-const START_TEXT: &str = "2026-11-22T10:00:00.000Z";
-const CLIENT_TOKEN: &str = "client-token-0123456789";
-const ADMIN_TOKEN: &str = "admin-token-0123456789";
-
+/// The shared router harness, with the token of every request set on the harness.
 struct Harness {
-    app: Option<App>,
-    clock_ms: Arc<AtomicI64>,
+    router: Router,
     token: Option<&'static str>,
-    _dir: tempfile::TempDir,
-}
-
-#[derive(Debug)]
-struct Reply {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Value,
-}
-
-impl Reply {
-    /// Asserts an error answer: status, `{"error": {"code", "message", "field"?}}`.
-    #[track_caller]
-    fn assert_error(&self, status: StatusCode, code: &str, field: Option<&str>) {
-        assert_eq!(self.status, status, "{self:?}");
-        let error = &self.body["error"];
-        assert_eq!(error["code"], code, "{self:?}");
-        assert!(error["message"].as_str().is_some_and(|message| !message.is_empty()), "{self:?}");
-        assert_eq!(error.get("field").and_then(Value::as_str), field, "{self:?}");
-        let keys: Vec<&String> = error.as_object().unwrap().keys().collect();
-        assert!(keys.iter().all(|key| ["code", "message", "field"].contains(&key.as_str())), "{self:?}");
-        assert_eq!(self.headers[header::CONTENT_TYPE], "application/json", "{self:?}");
-    }
-
-    #[track_caller]
-    fn assert_status(&self, status: StatusCode) -> &Value {
-        assert_eq!(self.status, status, "{self:?}");
-        &self.body
-    }
 }
 
 async fn harness() -> Harness {
@@ -83,45 +50,12 @@ macro_rules! on_one_and_three_shards {
 }
 
 async fn harness_with(edit: impl FnOnce(&mut Config)) -> Harness {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = default_config();
-    config.storage.data_dir = dir.path().join("data");
-    edit(&mut config);
-    config.validate().unwrap();
-    let clock_ms = Arc::new(AtomicI64::new(START_MS));
-    let clock = clock_ms.clone();
-    let options = AppOptions { clock: Arc::new(move || clock.load(Ordering::SeqCst)), prometheus: None };
-    let app = build_app(&config, options).await.unwrap();
-    Harness { app: Some(app), clock_ms, token: None, _dir: dir }
-}
-
-fn with_tokens(config: &mut Config) {
-    for (token, role) in [(CLIENT_TOKEN, Role::Client), (ADMIN_TOKEN, Role::Admin)] {
-        config.auth.tokens.push(TokenConfig {
-            name: None,
-            sha256: hex::encode(Sha256::digest(token.as_bytes())),
-            role,
-        });
-    }
+    Harness { router: Router::start(edit).await, token: None }
 }
 
 impl Harness {
-    fn app(&self) -> &App {
-        self.app.as_ref().unwrap()
-    }
-
     async fn send(&self, request: Request<Body>) -> Reply {
-        let response = self.app().router.clone().oneshot(request).await.unwrap();
-        let status = response.status();
-        let headers = response.headers().clone();
-        let bytes = response.into_body().collect().await.unwrap().to_bytes();
-        let body = if bytes.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&bytes)
-                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
-        };
-        Reply { status, headers, body }
+        self.router.send(request).await
     }
 
     fn request(&self, method: Method, uri: &str) -> axum::http::request::Builder {
@@ -166,10 +100,8 @@ impl Harness {
         self.get(&format!("/v1/accounts/{id}")).await.assert_status(StatusCode::OK).clone()
     }
 
-    async fn shutdown(mut self) {
-        if let Some(app) = self.app.take() {
-            app.shutdown().await;
-        }
+    async fn shutdown(self) {
+        self.router.shutdown().await;
     }
 }
 
@@ -537,7 +469,7 @@ async fn transfers_move_money_and_replay(harness: Harness) {
             "metadata": {"k": "v"}, "created_at": START_TEXT, "seq": seq})
     );
     // The same transfer again, amount written differently, omitted fields at their defaults.
-    harness.clock_ms.fetch_add(5_000, Ordering::SeqCst);
+    harness.router.clock_ms.fetch_add(5_000, Ordering::SeqCst);
     let replay = harness
         .transfer(json!({"id": "t-1", "debit_account": "alice", "credit_account": "bob", "amount": "12.50",
             "description": "rent", "metadata": {"k": "v"}}))
@@ -819,7 +751,7 @@ async fn holds_are_posted_voided_and_expire(harness: Harness) {
         .await
         .assert_status(StatusCode::CREATED);
     assert_eq!(harness.balance("alice").await["available"], "66.00");
-    harness.clock_ms.fetch_add(60_001, Ordering::SeqCst);
+    harness.router.clock_ms.fetch_add(60_001, Ordering::SeqCst);
     harness.post_empty("/v1/transfers/h3/post").await.assert_error(
         StatusCode::CONFLICT,
         "pending_transfer_expired",
@@ -1096,14 +1028,8 @@ impl hyper::body::Body for StalledBody {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_show_every_family_after_traffic() {
-    let harness = {
-        let dir = tempfile::tempdir().unwrap();
-        let mut config = default_config();
-        config.storage.data_dir = dir.path().join("data");
-        let options = AppOptions { prometheus: Some(api::http::metrics::install_recorder()), ..AppOptions::default() };
-        let app = build_app(&config, options).await.unwrap();
-        Harness { app: Some(app), clock_ms: Arc::new(AtomicI64::new(START_MS)), token: None, _dir: dir }
-    };
+    let options = AppOptions { prometheus: Some(api::http::metrics::install_recorder()), ..AppOptions::default() };
+    let harness = Harness { router: Router::start_with(|_| {}, options).await, token: None };
     harness.account("bank", "USD", "unlimited").await;
     harness.account("alice", "USD", "0").await;
     harness.transfer(transfer("m1", "bank", "alice", "2.50")).await.assert_status(StatusCode::CREATED);
