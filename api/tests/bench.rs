@@ -3,15 +3,14 @@
 //! checked through its `--json` report (counts, percentiles, the balance check); two runs on
 //! one server do not collide; an unreachable target and bad flags fail with one line.
 
-use std::io::{BufRead, BufReader, Read};
-use std::net::SocketAddr;
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+mod process;
+
+use std::io::Read;
+use std::process::{Command, Output, Stdio};
+
+use process::{Spawned, spawn_listening};
 
 use serde_json::Value;
-
-const STARTUP_DEADLINE: Duration = Duration::from_secs(60);
 
 fn ledgerd() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_ledgerd"));
@@ -21,46 +20,21 @@ fn ledgerd() -> Command {
 
 /// A running `ledgerd serve` on a temporary data dir; killed on drop.
 struct Server {
-    child: Child,
-    address: SocketAddr,
+    spawned: Spawned,
     _data_dir: tempfile::TempDir,
 }
 
 impl Server {
     fn start() -> Server {
         let data_dir = tempfile::tempdir().unwrap();
-        let mut child = ledgerd()
-            .args(["serve", "--bind", "127.0.0.1:0", "--data-dir"])
-            .arg(data_dir.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (sender, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if sender.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let deadline = Instant::now() + STARTUP_DEADLINE;
-        loop {
-            if let Ok(line) = lines.recv_timeout(Duration::from_millis(50)) {
-                let address =
-                    line.strip_prefix("listening on ").unwrap_or_else(|| panic!("unexpected stdout {line:?}"));
-                return Server { child, address: address.parse().unwrap(), _data_dir: data_dir };
-            }
-            assert!(child.try_wait().unwrap().is_none(), "ledgerd serve exited before listening");
-            assert!(Instant::now() < deadline, "ledgerd serve did not print `listening on` in time");
-        }
+        let mut command = ledgerd();
+        command.args(["serve", "--bind", "127.0.0.1:0", "--data-dir"]).arg(data_dir.path());
+        let spawned = spawn_listening(command).unwrap_or_else(|exited| panic!("ledgerd serve exited: {exited:?}"));
+        Server { spawned, _data_dir: data_dir }
     }
 
     fn target(&self) -> String {
-        format!("http://{}", self.address)
+        format!("http://{}", self.spawned.address)
     }
 
     /// Runs `ledgerd bench --target THIS ARGS... --json`; returns the report and stderr.
@@ -72,13 +46,6 @@ impl Server {
         let stdout = String::from_utf8(output.stdout).unwrap();
         assert_eq!(stdout.lines().count(), 1, "--json prints one line: {stdout}");
         (serde_json::from_str(&stdout).unwrap(), stderr)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -5,12 +5,11 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read};
+use common::process::{Exited, Spawned, spawn_listening};
+
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::process::{Command, ExitStatus};
 
 use axum::body::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -20,22 +19,11 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
 
-const STARTUP_DEADLINE: Duration = Duration::from_secs(60);
-const EXIT_DEADLINE: Duration = Duration::from_secs(30);
-
 /// A running `ledgerd serve`.
-struct Server {
-    child: Child,
-    address: SocketAddr,
-    /// Lines printed on stdout after `listening on`.
-    stdout_lines: mpsc::Receiver<String>,
-}
+struct Server(Spawned);
 
 /// How a `ledgerd` run that was expected to fail ended.
-struct Failure {
-    status: ExitStatus,
-    stderr: String,
-}
+type Failure = Exited;
 
 fn ledgerd() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_ledgerd"));
@@ -51,45 +39,16 @@ fn serve_command(data_dir: &Path, extra: &[&str]) -> Command {
 }
 
 /// Starts `command` and waits for `listening on ADDR`; `Err` with stderr if it exits first.
-fn start(mut command: Command) -> Result<Server, Failure> {
-    let mut child = command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (sender, lines) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if sender.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let deadline = Instant::now() + STARTUP_DEADLINE;
-    loop {
-        match lines.recv_timeout(Duration::from_millis(50)) {
-            Ok(line) => {
-                let address =
-                    line.strip_prefix("listening on ").unwrap_or_else(|| panic!("unexpected stdout line {line:?}"));
-                let address: SocketAddr = address.parse().unwrap();
-                return Ok(Server { child, address, stdout_lines: lines });
-            }
-            Err(mpsc::RecvTimeoutError::Timeout) => {}
-            Err(mpsc::RecvTimeoutError::Disconnected) => {}
-        }
-        if let Some(status) = child.try_wait().unwrap() {
-            let mut stderr = String::new();
-            child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
-            return Err(Failure { status, stderr });
-        }
-        assert!(Instant::now() < deadline, "ledgerd did not print `listening on` in time");
-    }
+fn start(command: Command) -> Result<Server, Failure> {
+    spawn_listening(command).map(Server)
 }
 
 /// Runs `command`, which must fail; returns its exit status and stderr.
 fn expect_failure(command: Command) -> Failure {
     match start(command) {
         Ok(mut server) => {
-            let _ = server.child.kill();
-            panic!("ledgerd started at {} but should have refused", server.address);
+            server.0.kill();
+            panic!("ledgerd started at {} but should have refused", server.0.address);
         }
         Err(failure) => failure,
     }
@@ -110,34 +69,17 @@ impl Failure {
 }
 
 impl Server {
-    fn signal(&self, name: &str) {
-        let status = Command::new("kill").arg(format!("-{name}")).arg(self.child.id().to_string()).status().unwrap();
-        assert!(status.success());
+    fn address(&self) -> SocketAddr {
+        self.0.address
     }
 
-    /// Sends `signal` and waits for the exit; returns the status and stderr.
+    /// Sends `signal` and waits for the exit; returns the status and stderr, and checks that
+    /// stdout carried nothing after `listening on`.
     fn stop_with(mut self, signal: &str) -> (ExitStatus, String) {
-        self.signal(signal);
-        let deadline = Instant::now() + EXIT_DEADLINE;
-        let status = loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                break status;
-            }
-            assert!(Instant::now() < deadline, "ledgerd did not exit after SIG{signal}");
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        let mut stderr = String::new();
-        self.child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
-        let extra: Vec<String> = self.stdout_lines.try_iter().collect();
+        let (status, stderr) = self.0.stop_with(signal);
+        let extra: Vec<String> = self.0.stdout_lines.try_iter().collect();
         assert!(extra.is_empty(), "stdout carries only the `listening on` line: {extra:?}");
         (status, stderr)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -189,7 +131,7 @@ async fn serves_stops_on_sigterm_and_recovers_on_restart() {
 
     let server = start(serve_command(&data_dir, &[])).unwrap_or_else(|failure| panic!("{}", failure.stderr));
     assert!(data_dir.is_dir(), "the missing data dir is created");
-    let http = Http::new(server.address);
+    let http = Http::new(server.address());
     // `listening on` is printed once /ready answers 200.
     assert_eq!(http.get("/ready").await.0, StatusCode::OK);
     assert_eq!(http.get("/health").await.0, StatusCode::OK);
@@ -218,7 +160,7 @@ async fn serves_stops_on_sigterm_and_recovers_on_restart() {
 
     // Same data dir: everything acknowledged is there.
     let server = start(serve_command(&data_dir, &[])).unwrap_or_else(|failure| panic!("{}", failure.stderr));
-    let http = Http::new(server.address);
+    let http = Http::new(server.address());
     assert_eq!(http.get("/v1/accounts/alice").await, (StatusCode::OK, alice_before));
     let (status, replay) = http.post("/v1/transfers", transfer).await;
     assert_eq!((status, &replay), (StatusCode::OK, &created));
@@ -237,7 +179,7 @@ async fn metrics_pass_promtool() {
     let dir = tempfile::tempdir().unwrap();
     let server =
         start(serve_command(&dir.path().join("data"), &[])).unwrap_or_else(|failure| panic!("{}", failure.stderr));
-    let http = Http::new(server.address);
+    let http = Http::new(server.address());
     let (status, text) = http.send(Method::GET, "/metrics", None).await;
     assert_eq!(status, StatusCode::OK);
     for family in ["ledger_wal_commit_duration_seconds", "ledger_webhooks_total", "ledger_snapshot_last_seq"] {

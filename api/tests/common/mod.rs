@@ -6,13 +6,11 @@
 #![allow(dead_code)]
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
 
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
@@ -27,6 +25,11 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
 use sha2::Sha256;
+
+#[path = "../process/mod.rs"]
+pub mod process;
+
+use process::{Exited, Spawned, spawn_listening};
 
 pub const STANDARD_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 pub const CC_APP_ID: &str = "202302010636261620672405236006912";
@@ -384,20 +387,14 @@ pub fn metric_text<'a>(text: &'a str, family: &str, labels: &[(&str, &str)]) -> 
 
 // ---- the real binary ---------------------------------------------------------------------
 
-const STARTUP_DEADLINE: Duration = Duration::from_secs(60);
-const EXIT_DEADLINE: Duration = Duration::from_secs(30);
-
-/// A running `ledgerd serve`.
+/// A running `ledgerd serve` (killed on drop).
 pub struct Server {
-    child: Child,
+    spawned: Spawned,
     pub address: SocketAddr,
 }
 
 /// How a `ledgerd` run that was expected to fail ended.
-pub struct Failure {
-    pub status: ExitStatus,
-    pub stderr: String,
-}
+pub type Failure = Exited;
 
 /// `ledgerd serve` on `127.0.0.1:0` with `config` and `data_dir`, the CCPayment secret in its
 /// environment variable.
@@ -409,62 +406,15 @@ pub fn serve_command(config: &Path, data_dir: &Path) -> Command {
 }
 
 /// Starts `command` and waits for `listening on ADDR`; `Err` with stderr if it exits first.
-pub fn start(mut command: Command) -> Result<Server, Failure> {
-    let mut child = command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (sender, lines) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if sender.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    // Drain stderr so that the server never blocks on a full pipe; keep it for failures.
-    let stderr = child.stderr.take().unwrap();
-    let stderr_text = Arc::new(Mutex::new(String::new()));
-    let collected = stderr_text.clone();
-    let reader = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = BufReader::new(stderr).read_to_string(&mut text);
-        collected.lock().unwrap().push_str(&text);
-    });
-    let deadline = Instant::now() + STARTUP_DEADLINE;
-    loop {
-        if let Ok(line) = lines.recv_timeout(Duration::from_millis(50)) {
-            let address = line.strip_prefix("listening on ").unwrap_or_else(|| panic!("unexpected stdout {line:?}"));
-            return Ok(Server { child, address: address.parse().unwrap() });
-        }
-        if let Some(status) = child.try_wait().unwrap() {
-            let _ = reader.join();
-            let stderr = stderr_text.lock().unwrap().clone();
-            return Err(Failure { status, stderr });
-        }
-        assert!(Instant::now() < deadline, "ledgerd did not print `listening on` in time");
-    }
+pub fn start(command: Command) -> Result<Server, Failure> {
+    let spawned = spawn_listening(command)?;
+    Ok(Server { address: spawned.address, spawned })
 }
 
 impl Server {
     /// Sends `signal` (`TERM`, `KILL`) and waits for the exit.
     pub fn stop_with(mut self, signal: &str) -> ExitStatus {
-        let status = Command::new("kill").arg(format!("-{signal}")).arg(self.child.id().to_string()).status().unwrap();
-        assert!(status.success());
-        let deadline = Instant::now() + EXIT_DEADLINE;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "ledgerd did not exit after SIG{signal}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.spawned.stop_with(signal).0
     }
 }
 

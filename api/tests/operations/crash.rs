@@ -437,7 +437,7 @@ async fn sigkill_during_a_snapshot_write_loses_nothing() {
             std::fs::remove_file(entry.path()).unwrap();
         }
     }
-    let caught = wait_for_snapshot_write(&data_dir, &mut server.child, Duration::from_secs(120));
+    let caught = wait_for_snapshot_write(&data_dir, server.child(), Duration::from_secs(120));
     server.kill();
     if !caught {
         println!("NOTICE: the periodic snapshot finished before it could be caught writing");

@@ -11,4 +11,6 @@ mod commands;
 mod corruption;
 mod crash;
 mod docker_files;
+#[path = "../process/mod.rs"]
+mod process;
 mod support;

@@ -6,11 +6,9 @@
 #![allow(dead_code, reason = "not every suite uses every helper")]
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
@@ -23,8 +21,8 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 
-pub const STARTUP_DEADLINE: Duration = Duration::from_secs(120);
-pub const EXIT_DEADLINE: Duration = Duration::from_secs(60);
+pub use crate::process::STARTUP_DEADLINE;
+use crate::process::{Exited, Spawned, spawn_listening};
 
 /// The binary, with a quiet default log level and no backtraces.
 pub fn ledgerd() -> Command {
@@ -88,61 +86,20 @@ impl Printed {
 
 /// A running `ledgerd serve`.
 pub struct Server {
-    pub child: Child,
+    spawned: Spawned,
     pub address: SocketAddr,
-    stderr: Option<std::thread::JoinHandle<String>>,
 }
 
 /// How a server that was expected to start ended instead.
-#[derive(Debug)]
-pub struct StartFailure {
-    pub status: ExitStatus,
-    pub stderr: String,
-}
+pub type StartFailure = Exited;
 
 /// Starts `ledgerd serve --bind 127.0.0.1:0 --data-dir DIR EXTRA...` and waits for
 /// `listening on ADDR`.
 pub fn start_server(data_dir: &Path, extra: &[&str]) -> Result<Server, StartFailure> {
-    let mut child = ledgerd()
-        .args(["serve", "--bind", "127.0.0.1:0", "--data-dir", arg(data_dir)])
-        .args(extra)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let mut stderr_pipe = child.stderr.take().unwrap();
-    let stderr = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = stderr_pipe.read_to_string(&mut text);
-        text
-    });
-    let (sender, lines) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if sender.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let deadline = Instant::now() + STARTUP_DEADLINE;
-    loop {
-        match lines.recv_timeout(Duration::from_millis(20)) {
-            Ok(line) => {
-                let address =
-                    line.strip_prefix("listening on ").unwrap_or_else(|| panic!("unexpected stdout {line:?}"));
-                return Ok(Server { child, address: address.parse().unwrap(), stderr: Some(stderr) });
-            }
-            Err(mpsc::RecvTimeoutError::Timeout | mpsc::RecvTimeoutError::Disconnected) => {}
-        }
-        if let Some(status) = child.try_wait().unwrap() {
-            let stderr = stderr.join().unwrap();
-            return Err(StartFailure { status, stderr });
-        }
-        assert!(Instant::now() < deadline, "ledgerd did not print `listening on` in time");
-    }
+    let mut command = ledgerd();
+    command.args(["serve", "--bind", "127.0.0.1:0", "--data-dir", arg(data_dir)]).args(extra);
+    let spawned = spawn_listening(command)?;
+    Ok(Server { address: spawned.address, spawned })
 }
 
 /// Starts a server that must start.
@@ -154,34 +111,20 @@ pub fn serve(data_dir: &Path, extra: &[&str]) -> Server {
 impl Server {
     /// SIGKILL, then wait for the process. Returns what it logged.
     pub fn kill(mut self) -> String {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-        self.stderr.take().map(|thread| thread.join().unwrap()).unwrap_or_default()
+        self.spawned.kill()
     }
 
     /// SIGTERM, then wait (with a deadline) for a clean exit. Returns what it logged.
     #[track_caller]
     pub fn terminate(mut self) -> String {
-        let status = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status().unwrap();
-        assert!(status.success());
-        let deadline = Instant::now() + EXIT_DEADLINE;
-        let status = loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                break status;
-            }
-            assert!(Instant::now() < deadline, "ledgerd did not exit after SIGTERM");
-            std::thread::sleep(Duration::from_millis(10));
-        };
-        let stderr = self.stderr.take().map(|thread| thread.join().unwrap()).unwrap_or_default();
+        let (status, stderr) = self.spawned.stop_with("TERM");
         assert!(status.success(), "exit {status:?} after SIGTERM; stderr:\n{stderr}");
         stderr
     }
-}
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    /// The process (to wait on it, or to signal it).
+    pub fn child(&mut self) -> &mut Child {
+        &mut self.spawned.child
     }
 }
 
