@@ -52,6 +52,9 @@ const PAGES_NAME: &str = "pages.idx";
 /// Page-cache ids of the history's own files (runs use [`run::cache_file_of`]).
 const TRANSFERS_CACHE: u64 = 1;
 const STRINGS_CACHE: u64 = 2;
+/// Threads that read the strings of a history page at once (the reads wait on the disk, not on
+/// the cores).
+const PREFETCH_READERS_MAX: usize = 16;
 const FACTS_CACHE: u64 = 3;
 /// Runs of one size tier merged together once there are this many.
 const MERGE_FAN_IN: usize = 4;
@@ -964,6 +967,25 @@ fn change_hold(
 
 /// A stored transfer with its place in the accounts' chains.
 #[derive(Debug, Clone)]
+/// Where a transfer's chains go on: the accounts it touches and their previous transfers.
+struct Links {
+    debit: u32,
+    credit: u32,
+    previous_of_debit: u64,
+    previous_of_credit: u64,
+}
+
+impl Links {
+    /// Ordinal + 1 of the previous transfer of `account` (which this one touches), 0: none.
+    fn previous_of(&self, account: u32) -> u64 {
+        if self.debit == account { self.previous_of_debit } else { self.previous_of_credit }
+    }
+
+    fn touches(&self, account: u32) -> bool {
+        self.debit == account || self.credit == account
+    }
+}
+
 struct Located {
     transfer: Arc<Transfer>,
     debit: u32,
@@ -1222,22 +1244,94 @@ impl History {
                 None => self.skip_to(ordinal, head, before)?,
             };
         }
-        let mut transfers = Vec::with_capacity(limit.min(1024));
-        while next != 0 && transfers.len() <= limit {
-            let located = self.locate(next - 1)?;
-            if !located.touches(ordinal) {
+        // First the chain, through the fixed records only (each names the next); then the
+        // strings of every transfer on it, whose pages are read from disk at once rather than
+        // one after another; then the transfers, from the cache.
+        let mut ordinals = Vec::with_capacity(limit.min(1024) + 1);
+        while next != 0 && ordinals.len() <= limit {
+            let links = self.links(next - 1)?;
+            if !links.touches(ordinal) {
                 return Err(damaged(
                     &self.inner.dir.join(TRANSFERS_NAME),
                     format!("the history of {account} is broken at transfer {}", next - 1),
                 ));
             }
-            next = located.previous_of(ordinal);
+            ordinals.push(next - 1);
+            next = links.previous_of(ordinal);
+        }
+        self.prefetch_strings(&ordinals);
+        let mut transfers = Vec::with_capacity(ordinals.len());
+        for transfer_ordinal in ordinals {
+            let located = self.locate(transfer_ordinal)?;
+            if !located.touches(ordinal) {
+                return Err(damaged(
+                    &self.inner.dir.join(TRANSFERS_NAME),
+                    format!("the history of {account} is broken at transfer {transfer_ordinal}"),
+                ));
+            }
             transfers.push(located.transfer);
         }
         let more = transfers.len() > limit;
         transfers.truncate(limit);
         let next = if more { transfers.last().map(|transfer| transfer.seq) } else { None };
         Ok(Some(AccountPage { transfers, next }))
+    }
+
+    /// The chain links of the transfer at `ordinal`: from its fixed record when it is on disk
+    /// (its strings are not read), else from memory.
+    fn links(&self, ordinal: u64) -> Result<Links, HistoryError> {
+        let on_disk = ordinal < read_lock(&self.inner.state).disk.transfers;
+        if !on_disk {
+            let located = self.locate(ordinal)?;
+            return Ok(Links {
+                debit: located.debit,
+                credit: located.credit,
+                previous_of_debit: located.previous_of_debit,
+                previous_of_credit: located.previous_of_credit,
+            });
+        }
+        let record = self.read_record(ordinal)?;
+        Ok(Links {
+            debit: record.debit_account,
+            credit: record.credit_account,
+            previous_of_debit: record.previous_of_debit,
+            previous_of_credit: record.previous_of_credit,
+        })
+    }
+
+    /// Reads into the cache, concurrently, the pages of `strings.dat` that the transfers at
+    /// `ordinals` need and the cache lacks: with a cold cache a page of a history costs about
+    /// one disk read's latency for all of them instead of one per transfer. Best effort: a page
+    /// that cannot be read here is read (and its error reported) by the caller's own read.
+    fn prefetch_strings(&self, ordinals: &[u64]) {
+        let page_bytes = u64::try_from(PAGE_BYTES).expect("fits");
+        let disk_transfers = read_lock(&self.inner.state).disk.transfers;
+        let mut pages: Vec<u64> = Vec::new();
+        for &ordinal in ordinals.iter().filter(|&&ordinal| ordinal < disk_transfers) {
+            let Ok(record) = self.read_record(ordinal) else { continue };
+            let first = record.strings_offset / page_bytes;
+            let last = (record.strings_offset + u64::from(record.strings_bytes.max(1)) - 1) / page_bytes;
+            pages.extend((first..=last).filter(|&page| self.inner.cache.get((STRINGS_CACHE, page)).is_none()));
+        }
+        pages.sort_unstable();
+        pages.dedup();
+        if pages.len() < 2 {
+            return;
+        }
+        let path = self.inner.dir.join(STRINGS_NAME);
+        let readers = pages.len().min(PREFETCH_READERS_MAX);
+        let per_reader = pages.len().div_ceil(readers);
+        std::thread::scope(|scope| {
+            for share in pages.chunks(per_reader) {
+                let path = &path;
+                scope.spawn(move || {
+                    for &page in share {
+                        // Errors are the caller's to report, when it reads the page itself.
+                        let _ = self.read_page(&self.inner.files.strings, STRINGS_CACHE, page, path);
+                    }
+                });
+            }
+        });
     }
 
     /// From `head`, the first link of `account`'s chain created before `before` (a walk: for a
