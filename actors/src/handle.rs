@@ -4,9 +4,9 @@
 //! `max_in_flight_transfers` transfers, or `max_in_flight_requests` other requests — account
 //! creation and reads, freezes, transfer and history reads, payment facts — a request is
 //! refused with [`LedgerError::Overloaded`] and counted in [`ADMISSION_REFUSED_TOTAL`] instead
-//! of queueing without bound in a mailbox or the blocking pool), and answers only once every effect the answer shows is durable
-//! (the read barrier: it waits for the committer's durable sequence to reach the `last_seq`
-//! of what it returns). It is cheap to clone and safe to share between tasks.
+//! of queueing without bound in a mailbox or the blocking pool), and answers only once every
+//! effect the answer shows is durable (the read barrier: it waits for the committer's durable
+//! sequence to reach the `last_seq` of what it returns). It is cheap to clone and safe to share between tasks.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -469,12 +469,26 @@ impl LedgerHandle {
     fn admit(&self, count: usize) -> Result<tokio::sync::OwnedSemaphorePermit, LedgerError> {
         self.check_running()?;
         let count = u32::try_from(count.clamp(1, self.inner.max_in_flight)).unwrap_or(u32::MAX);
-        self.inner.admission.clone().try_acquire_many_owned(count).map_err(|_| refused("transfers"))
+        self.inner.admission.clone().try_acquire_many_owned(count).map_err(|error| self.refused(error, "transfers"))
     }
 
     /// Admits one request that is not a transfer, or refuses it `overloaded`.
     fn admit_request(&self) -> Result<tokio::sync::OwnedSemaphorePermit, LedgerError> {
-        self.inner.requests.clone().try_acquire_owned().map_err(|_| refused("requests"))
+        self.inner.requests.clone().try_acquire_owned().map_err(|error| self.refused(error, "requests"))
+    }
+
+    /// A refusal at the front door: `overloaded` (counted) when the bound is reached,
+    /// unavailable once the ledger has shut down.
+    fn refused(&self, error: tokio::sync::TryAcquireError, work: &'static str) -> LedgerError {
+        match error {
+            tokio::sync::TryAcquireError::NoPermits => {
+                metrics::counter!(ADMISSION_REFUSED_TOTAL, "work" => work).increment(1);
+                LedgerError::Overloaded
+            }
+            tokio::sync::TryAcquireError::Closed => {
+                LedgerError::Unavailable("the ledger is stopped or failed; see the server log".to_owned())
+            }
+        }
     }
 
     pub(crate) fn shard_for(&self, id: &Id) -> &ActorRef<ShardMessage> {
@@ -534,12 +548,6 @@ impl LedgerHandle {
     pub(crate) async fn wait_durable(&self, seq: u64) -> Result<(), LedgerError> {
         self.inner.commit.wait_durable(seq).await.map_err(LedgerError::from)
     }
-}
-
-/// Counts a refusal at the front door and names it.
-fn refused(work: &'static str) -> LedgerError {
-    metrics::counter!(ADMISSION_REFUSED_TOTAL, "work" => work).increment(1);
-    LedgerError::Overloaded
 }
 
 fn history_unavailable(error: history::HistoryError) -> LedgerError {
@@ -661,5 +669,8 @@ mod tests {
         drop(transfers);
         assert_eq!(handle.create_transfer(transfer()).await.map(|(_, created)| created), Ok(false));
         opened.close().await;
+        // Once stopped, a request is unavailable, not overloaded (and not counted as refused).
+        assert!(matches!(handle.account(&id("alice")).await, Err(LedgerError::Unavailable(_))));
+        assert!(matches!(handle.create_transfer(transfer()).await, Err(LedgerError::Unavailable(_))));
     }
 }

@@ -986,33 +986,33 @@ impl Links {
     }
 }
 
+/// A stored transfer with its chain links.
 struct Located {
     transfer: Arc<Transfer>,
-    debit: u32,
-    credit: u32,
-    previous_of_debit: u64,
-    previous_of_credit: u64,
-}
-
-impl Located {
-    /// Ordinal + 1 of the previous transfer of `account` (which this one touches), 0: none.
-    fn previous_of(&self, account: u32) -> u64 {
-        if self.debit == account { self.previous_of_debit } else { self.previous_of_credit }
-    }
-
-    fn touches(&self, account: u32) -> bool {
-        self.debit == account || self.credit == account
-    }
+    links: Links,
 }
 
 impl From<&MemTransfer> for Located {
     fn from(entry: &MemTransfer) -> Located {
         Located {
             transfer: entry.transfer.clone(),
-            debit: entry.debit,
-            credit: entry.credit,
-            previous_of_debit: entry.previous_of_debit,
-            previous_of_credit: entry.previous_of_credit,
+            links: Links {
+                debit: entry.debit,
+                credit: entry.credit,
+                previous_of_debit: entry.previous_of_debit,
+                previous_of_credit: entry.previous_of_credit,
+            },
+        }
+    }
+}
+
+impl From<&TransferRecord> for Links {
+    fn from(record: &TransferRecord) -> Links {
+        Links {
+            debit: record.debit_account,
+            credit: record.credit_account,
+            previous_of_debit: record.previous_of_debit,
+            previous_of_credit: record.previous_of_credit,
         }
     }
 }
@@ -1113,13 +1113,7 @@ impl History {
             transfer.posted_amount = change.posted_amount;
             transfer.last_seq = change.last_seq;
         }
-        Ok(Located {
-            transfer: Arc::new(transfer),
-            debit: record.debit_account,
-            credit: record.credit_account,
-            previous_of_debit: record.previous_of_debit,
-            previous_of_credit: record.previous_of_credit,
-        })
+        Ok(Located { transfer: Arc::new(transfer), links: Links::from(&record) })
     }
 
     /// The fixed record at `ordinal` (which is in the files).
@@ -1235,8 +1229,8 @@ impl History {
                 // The cursor names a transfer of this account: continue after it.
                 Some(cursor) => {
                     let located = self.locate(cursor)?;
-                    if located.touches(ordinal) {
-                        located.previous_of(ordinal)
+                    if located.links.touches(ordinal) {
+                        located.links.previous_of(ordinal)
                     } else {
                         self.skip_to(ordinal, head, before)?
                     }
@@ -1263,7 +1257,7 @@ impl History {
         let mut transfers = Vec::with_capacity(ordinals.len());
         for transfer_ordinal in ordinals {
             let located = self.locate(transfer_ordinal)?;
-            if !located.touches(ordinal) {
+            if !located.links.touches(ordinal) {
                 return Err(damaged(
                     &self.inner.dir.join(TRANSFERS_NAME),
                     format!("the history of {account} is broken at transfer {transfer_ordinal}"),
@@ -1282,21 +1276,9 @@ impl History {
     fn links(&self, ordinal: u64) -> Result<Links, HistoryError> {
         let on_disk = ordinal < read_lock(&self.inner.state).disk.transfers;
         if !on_disk {
-            let located = self.locate(ordinal)?;
-            return Ok(Links {
-                debit: located.debit,
-                credit: located.credit,
-                previous_of_debit: located.previous_of_debit,
-                previous_of_credit: located.previous_of_credit,
-            });
+            return Ok(self.locate(ordinal)?.links);
         }
-        let record = self.read_record(ordinal)?;
-        Ok(Links {
-            debit: record.debit_account,
-            credit: record.credit_account,
-            previous_of_debit: record.previous_of_debit,
-            previous_of_credit: record.previous_of_credit,
-        })
+        Ok(Links::from(&self.read_record(ordinal)?))
     }
 
     /// Reads into the cache, concurrently, the pages of `strings.dat` that the transfers at
@@ -1343,7 +1325,7 @@ impl History {
             if located.transfer.seq < before {
                 return Ok(next);
             }
-            next = located.previous_of(account);
+            next = located.links.previous_of(account);
         }
         Ok(0)
     }
@@ -2084,12 +2066,13 @@ impl History {
                     format!("the page index disagrees with transfer {} at ordinal {ordinal}", transfer.id),
                 );
             }
-            let (debit, credit) = (slot(located.debit), slot(located.credit));
+            let (debit, credit) = (slot(located.links.debit), slot(located.links.credit));
             if debit >= accounts || credit >= accounts || debit == credit {
                 problem(&mut report, format!("transfer {} names unknown or equal accounts", transfer.id));
                 continue;
             }
-            if located.previous_of_debit != running_heads[debit] || located.previous_of_credit != running_heads[credit]
+            if located.links.previous_of_debit != running_heads[debit]
+                || located.links.previous_of_credit != running_heads[credit]
             {
                 problem(&mut report, format!("the account histories are broken at transfer {}", transfer.id));
             }
