@@ -437,19 +437,8 @@ impl LedgerHandle {
 
     /// Stops taking work, lets what is in flight finish, writes what was decided and stops.
     pub async fn shutdown(&self) {
-        // Taking every permit waits for every admitted request to finish.
-        let permits = u32::try_from(self.inner.max_in_flight).unwrap_or(u32::MAX);
-        let drained = tokio::time::timeout(Duration::from_secs(30), self.inner.admission.acquire_many(permits)).await;
-        if let Ok(Ok(permit)) = drained {
-            permit.forget();
-        }
-        self.inner.admission.close();
-        let requests = u32::try_from(self.inner.max_in_flight_requests).unwrap_or(u32::MAX);
-        let drained = tokio::time::timeout(Duration::from_secs(30), self.inner.requests.acquire_many(requests)).await;
-        if let Ok(Ok(permit)) = drained {
-            permit.forget();
-        }
-        self.inner.requests.close();
+        drain(&self.inner.admission, self.inner.max_in_flight).await;
+        drain(&self.inner.requests, self.inner.max_in_flight_requests).await;
         self.inner.ticker.abort();
         self.inner.failed.store(true, Ordering::SeqCst);
         self.inner.commit.close();
@@ -548,6 +537,16 @@ impl LedgerHandle {
     pub(crate) async fn wait_durable(&self, seq: u64) -> Result<(), LedgerError> {
         self.inner.commit.wait_durable(seq).await.map_err(LedgerError::from)
     }
+}
+
+/// Waits (at most 30 s) until every one of the `permits` of `bound` is back, that is until
+/// every request it admitted has finished, then closes it to new ones.
+async fn drain(bound: &Semaphore, permits: usize) {
+    let permits = u32::try_from(permits).unwrap_or(u32::MAX);
+    if let Ok(Ok(permit)) = tokio::time::timeout(Duration::from_secs(30), bound.acquire_many(permits)).await {
+        permit.forget();
+    }
+    bound.close();
 }
 
 fn history_unavailable(error: history::HistoryError) -> LedgerError {

@@ -171,12 +171,10 @@ pub async fn record_writes(State(state): State<Arc<AppState>>, mut request: Requ
     let body = std::mem::take(&mut *captured.lock().unwrap_or_else(PoisonError::into_inner));
     let (who, role) = caller.get().map_or((None, None), |(who, role)| (who, Some(role)));
     let line = json!({
-        "time": now_text(),
+        "time": crate::http::json::format_timestamp_ms((actors::system_clock())()),
         "who": who.as_deref(),
-        "role": role.map(|role| match role {
-            Role::Client => "client",
-            Role::Admin => "admin",
-        }),
+        // `Role` serializes as its name in lowercase, as in the config.
+        "role": role,
         "remote": remote,
         "method": "POST",
         "route": template.as_deref().unwrap_or(&path),
@@ -234,12 +232,6 @@ fn ids_named(template: Option<&str>, path: &str, body: &[u8]) -> Vec<String> {
         }
     }
     ids
-}
-
-fn now_text() -> String {
-    let format =
-        time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
-    time::OffsetDateTime::now_utc().format(format).unwrap_or_default()
 }
 
 #[cfg(test)]
