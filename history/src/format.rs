@@ -11,6 +11,8 @@
 //!   (u64 each), so that a sequence is found in one page read.
 //! - `heads-<n>.dat`: for every account (by ordinal), the ordinal + 1 of the newest transfer that
 //!   touches it (0: none), then the crc32c of everything before.
+//! - `run-<n>.idx`: the index runs ([`crate::run`]) of the id index, the fact index and the
+//!   account index (account ordinal → ordinals of the transfers that touch it).
 //! - `MANIFEST`: what the files hold as of the durable watermark ([`Manifest`]).
 
 use engine::{Amount, Currency, Id, Metadata, TransferStatus};
@@ -29,8 +31,8 @@ pub const FRAME_PAYLOAD_BYTES_MAX: usize = 1 << 20;
 /// First bytes of `MANIFEST` and of a heads file.
 pub const MANIFEST_MAGIC: &[u8; 10] = b"LEDGERHIST";
 pub const HEADS_MAGIC: &[u8; 10] = b"LEDGERHEAD";
-/// Version of the manifest's (and so of the whole layout's) format.
-pub const FORMAT_VERSION: u8 = 1;
+/// Version of the manifest's (and so of the whole layout's) format. 2: the account index.
+pub const FORMAT_VERSION: u8 = 2;
 
 const _: () = assert!(PAGE_BYTES.is_multiple_of(TRANSFER_RECORD_BYTES));
 const CHECKED_BYTES: usize = TRANSFER_RECORD_BYTES - 4;
@@ -46,8 +48,10 @@ pub enum FormatError {
     FrameTooLarge(usize),
     #[error("does not decode: {0}")]
     Decode(String),
-    #[error("bad magic or format version")]
+    #[error("bad magic")]
     Magic,
+    #[error("format version {found}, where this build reads version {FORMAT_VERSION}")]
+    Version { found: u8 },
     #[error("unknown transfer status byte {0}")]
     Status(u8),
 }
@@ -265,6 +269,9 @@ pub struct Manifest {
     pub transfer_runs: Vec<RunName>,
     /// The fact index (fingerprint of kind and key → offset in `facts.dat`), newest last.
     pub fact_runs: Vec<RunName>,
+    /// The account index (account ordinal → ordinal of a transfer that touches it: two
+    /// entries per transfer), newest last.
+    pub account_runs: Vec<RunName>,
 }
 
 impl Manifest {
@@ -278,11 +285,11 @@ impl Manifest {
 
     pub fn decode(bytes: &[u8]) -> Result<Manifest, FormatError> {
         let header = MANIFEST_MAGIC.len() + 1;
-        if bytes.len() < header
-            || &bytes[..MANIFEST_MAGIC.len()] != MANIFEST_MAGIC
-            || bytes[header - 1] != FORMAT_VERSION
-        {
+        if bytes.len() < header || &bytes[..MANIFEST_MAGIC.len()] != MANIFEST_MAGIC {
             return Err(FormatError::Magic);
+        }
+        if bytes[header - 1] != FORMAT_VERSION {
+            return Err(FormatError::Version { found: bytes[header - 1] });
         }
         let frame = &bytes[header..];
         if frame.len() != frame_len(frame)? {
@@ -393,9 +400,13 @@ mod tests {
             fingerprint_keys: [1, 2],
             transfer_runs: vec![RunName { number: 3, entries: 3 }],
             fact_runs: Vec::new(),
+            account_runs: vec![RunName { number: 6, entries: 6 }],
         };
         let bytes = manifest.encode();
         assert_eq!(Manifest::decode(&bytes), Ok(manifest));
+        let mut older = bytes.clone();
+        older[MANIFEST_MAGIC.len()] = 1;
+        assert_eq!(Manifest::decode(&older), Err(FormatError::Version { found: 1 }));
         let mut corrupt = bytes.clone();
         *corrupt.last_mut().unwrap() ^= 1;
         assert!(Manifest::decode(&corrupt).is_err());

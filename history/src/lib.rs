@@ -10,13 +10,15 @@
 //!
 //! The layout ([`format`]): transfers as fixed 128-byte records in log order (an ordinal per
 //! transfer), their variable strings apart; an account's history is a chain through its
-//! transfers (each record names the previous transfer of each of its two accounts, the heads
-//! name the newest), so histories cost no index writes; the id index and the fact index are
-//! immutable sorted runs of fingerprints with bloom filters ([`run`]), merged in the
-//! background; reads go through a bounded page cache ([`cache`]).
+//! transfers while they are in memory (each names the previous transfer of each of its two
+//! accounts, the heads name the newest) and the account index once they are in the files; the
+//! id index, the fact index and the account index are immutable sorted runs ([`run`]), the
+//! first two with bloom filters, written once per checkpoint and merged in the background;
+//! reads go through a bounded page cache ([`cache`]).
 
 pub mod cache;
 pub mod format;
+pub mod readers;
 pub mod run;
 pub mod store;
 

@@ -1,14 +1,17 @@
-//! Index runs: immutable files of sorted (fingerprint, value) pairs with a blocked bloom filter.
+//! Index runs: immutable files of sorted (key, value) pairs, with a blocked bloom filter of the
+//! keys where one pays.
 //!
 //! The id index maps a transfer id's fingerprint to the transfer's ordinal; the fact index maps
-//! a fact's (kind, key) fingerprint to its frame's offset. Each checkpoint writes the entries it
-//! adds as one new run; a background merge folds runs of similar size together, so that a
-//! lookup probes few runs. A run file is:
+//! a fact's (kind, key) fingerprint to its frame's offset; the account index maps an account's
+//! ordinal to the ordinals of the transfers that touch it (so a page of an account's history is
+//! a few page reads, whatever its length). Each checkpoint writes the entries it adds as one new
+//! run; a background merge folds runs of similar size together, so that a lookup probes few
+//! runs. A run file is:
 //!
 //! | part | content |
 //! |---|---|
 //! | pages | [`ENTRIES_PER_PAGE`] entries of 16 bytes (fingerprint u64, value u64, little-endian) per 4 KiB page, sorted; the last page padded with `u64::MAX` |
-//! | bloom | `bloom_words` u64: a blocked bloom filter, one 512-bit block per probe set |
+//! | bloom | `bloom_words` u64: a blocked bloom filter, one 512-bit block per probe set ([`Filter::None`]: one block of ones) |
 //! | fences | the first fingerprint of every page (u64 each) |
 //! | checksums | the crc32c of every page (u32 each) |
 //! | footer | magic, entries, pages, bloom_words (u64 each), crc32c of bloom, fences and checksums, crc32c of the footer (u32 each) |
@@ -16,7 +19,7 @@
 //! Opening a run reads and checks everything but the pages, which stay on disk and are read
 //! through the page cache and checked when read. The filter, fences and page checksums stay in
 //! memory: [`BLOOM_BITS_PER_ENTRY`] bits per entry and 12 bytes per page, ≈ 1.55 bytes per
-//! entry.
+//! entry (without a filter, 12 bytes per page: ≈ 0.05 bytes per entry).
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -101,11 +104,32 @@ fn bloom_may_contain(bloom: &[u64], fingerprint: u64) -> bool {
         .all(|bit| bloom[block * BLOCK_WORDS + usize::try_from(bit / 64).expect("fits")] & (1 << (bit % 64)) != 0)
 }
 
+/// Whether a run carries a bloom filter of its keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Filter {
+    /// [`BLOOM_BITS_PER_ENTRY`] bits per entry: for point look-ups of keys most runs lack
+    /// (fingerprints).
+    PerEntry,
+    /// One block of ones, which passes every key: for keys most runs hold (accounts), where a
+    /// filter would cost memory and skip little.
+    None,
+}
+
+impl Filter {
+    fn words_for(self, entries: u64) -> usize {
+        match self {
+            Filter::PerEntry => bloom_words_for(entries),
+            Filter::None => BLOCK_WORDS,
+        }
+    }
+}
+
 /// An open run.
 pub struct Run {
     pub number: u64,
     pub path: PathBuf,
     file: File,
+    filter: Filter,
     entries: u64,
     bloom: Vec<u64>,
     fences: Vec<u64>,
@@ -135,17 +159,21 @@ impl Run {
         self.bloom.len() * 8 + self.fences.len() * 8 + self.checksums.len() * 4
     }
 
-    /// Writes `entries` (sorted by fingerprint, then value; exactly `count`) as the run file
-    /// `path`, synced, and opens it.
+    /// Writes `entries` (sorted by key, then value; exactly `count`) as the run file `path`,
+    /// synced, and opens it.
     pub fn write(
         path: &Path,
         number: u64,
+        filter: Filter,
         count: u64,
         entries: impl Iterator<Item = (u64, u64)>,
     ) -> Result<Run, RunError> {
         let file = File::create(path).map_err(io_error(path, "create"))?;
         let mut writer = BufWriter::with_capacity(1 << 20, file);
-        let mut bloom = vec![0_u64; bloom_words_for(count)];
+        let mut bloom = match filter {
+            Filter::PerEntry => vec![0_u64; bloom_words_for(count)],
+            Filter::None => vec![u64::MAX; BLOCK_WORDS],
+        };
         let mut fences = Vec::new();
         let mut checksums = Vec::new();
         let mut page = Vec::with_capacity(PAGE_BYTES);
@@ -166,7 +194,9 @@ impl Run {
             }
             page.extend_from_slice(&fingerprint.to_le_bytes());
             page.extend_from_slice(&value.to_le_bytes());
-            bloom_add(&mut bloom, fingerprint);
+            if filter == Filter::PerEntry {
+                bloom_add(&mut bloom, fingerprint);
+            }
             written += 1;
             if page.len() == PAGE_BYTES {
                 flush_page(&mut page, &mut writer)?;
@@ -199,11 +229,12 @@ impl Run {
         let file = writer.into_inner().map_err(|error| io_error(path, "write")(error.into_error()))?;
         file.sync_all().map_err(io_error(path, "fsync"))?;
         drop(file);
-        Run::open(path, number)
+        Run::open(path, number, filter)
     }
 
-    /// Opens and checks a run file (everything but its pages, which are checked when read).
-    pub fn open(path: &Path, number: u64) -> Result<Run, RunError> {
+    /// Opens and checks a run file written with `filter` (everything but its pages, which are
+    /// checked when read).
+    pub fn open(path: &Path, number: u64, filter: Filter) -> Result<Run, RunError> {
         let file = File::open(path).map_err(io_error(path, "open"))?;
         let length = file.metadata().map_err(io_error(path, "read the length"))?.len();
         let footer_len = u64::try_from(FOOTER_BYTES).expect("fits");
@@ -221,7 +252,7 @@ impl Run {
         let bloom_words = usize::try_from(u64_at(&footer, 24)).map_err(|_| damaged(path, "filter size"))?;
         let entries_per_page = u64::try_from(ENTRIES_PER_PAGE).expect("fits");
         if entries.div_ceil(entries_per_page) != u64::try_from(pages).expect("fits")
-            || bloom_words != bloom_words_for(entries)
+            || bloom_words != filter.words_for(entries)
         {
             return Err(damaged(path, "the footer's counts do not agree"));
         }
@@ -245,6 +276,7 @@ impl Run {
             number,
             path: path.to_owned(),
             file,
+            filter,
             entries,
             bloom,
             fences,
@@ -284,8 +316,79 @@ impl Run {
         Ok(values)
     }
 
+    /// The pages that may hold entries of `key`: from the last page whose fence is below it
+    /// (equal entries may begin there) to the last whose fence is at most it.
+    fn pages_of(&self, key: u64) -> std::ops::Range<usize> {
+        let start = self.fences.partition_point(|fence| *fence < key).saturating_sub(1);
+        let end = self.fences.partition_point(|fence| *fence <= key);
+        start..end.max(start)
+    }
+
+    /// The pages [`Run::values_below`] reads first for `key` without a bound (the last two that
+    /// may hold it) that the cache lacks, for a caller that reads many runs' pages at once.
+    pub fn pages_to_read(&self, key: u64, cache: &PageCache) -> Vec<usize> {
+        if !self.may_contain(key) {
+            return Vec::new();
+        }
+        self.pages_of(key).rev().take(2).filter(|&index| cache.get(self.cache_key(index)).is_none()).collect()
+    }
+
+    /// Reads page `index` into the cache (checked).
+    pub fn load_page(&self, index: usize, cache: &PageCache) -> Result<(), RunError> {
+        self.page(index, cache).map(drop)
+    }
+
+    /// Largest first: at most `limit` of the values stored under `key` that are below `below`.
+    /// Reads the last page holding such a value (found by bisection over the pages of `key`
+    /// when there are many) and the pages before it as far as needed.
+    pub fn values_below(&self, key: u64, below: u64, limit: usize, cache: &PageCache) -> Result<Vec<u64>, RunError> {
+        let mut values = Vec::new();
+        let pages = self.pages_of(key);
+        if limit == 0 || pages.is_empty() || !self.may_contain(key) {
+            return Ok(values);
+        }
+        let first_entry = |index: usize| -> Result<(u64, u64), RunError> {
+            let page = self.page(index, cache)?;
+            Ok((u64_at(&page, 0), u64_at(&page, 8)))
+        };
+        // The answer lies in [low, high): the last page whose first entry is below
+        // (key, below), if any.
+        let (mut low, mut high) = (pages.start, pages.end);
+        if below == u64::MAX {
+            low = high - 1;
+        }
+        while high - low > 1 {
+            let middle = low + (high - low) / 2;
+            if first_entry(middle)? < (key, below) {
+                low = middle;
+            } else {
+                high = middle;
+            }
+        }
+        for index in (pages.start..=low).rev() {
+            let page = self.page(index, cache)?;
+            for entry in page.chunks_exact(ENTRY_BYTES).rev() {
+                let (entry_key, value) = (u64_at(entry, 0), u64_at(entry, 8));
+                if entry_key < key {
+                    return Ok(values);
+                }
+                if entry_key == key && value < below {
+                    values.push(value);
+                    if values.len() == limit {
+                        return Ok(values);
+                    }
+                }
+            }
+        }
+        Ok(values)
+    }
+
+    fn cache_key(&self, index: usize) -> (u64, u64) {
+        (self.cache_file, u64::try_from(index).expect("fits"))
+    }
+
     fn page(&self, index: usize, cache: &PageCache) -> Result<Arc<[u8]>, RunError> {
-        let key = (self.cache_file, u64::try_from(index).expect("fits"));
+        let key = self.cache_key(index);
         if let Some(page) = cache.get(key) {
             return Ok(page);
         }
@@ -349,9 +452,11 @@ impl Iterator for RunEntries<'_> {
     }
 }
 
-/// Writes the merge of `runs` (a k-way merge of their sorted entries) as run `number` at
-/// `path`.
+/// Writes the merge of `runs` (a k-way merge of their sorted entries; all written with one
+/// [`Filter`]) as run `number` at `path`.
 pub fn merge(runs: &[Arc<Run>], path: &Path, number: u64) -> Result<Run, RunError> {
+    let filter = runs.first().map_or(Filter::PerEntry, |run| run.filter);
+    assert!(runs.iter().all(|run| run.filter == filter), "runs of one index are merged");
     let count: u64 = runs.iter().map(|run| run.entries).sum();
     let mut sources: Vec<RunEntries<'_>> = runs.iter().map(|run| run.entries_in_order()).collect();
     let mut heads: Vec<Option<(u64, u64)>> = Vec::with_capacity(sources.len());
@@ -375,7 +480,7 @@ pub fn merge(runs: &[Arc<Run>], path: &Path, number: u64) -> Result<Run, RunErro
         }
         entry
     });
-    let written = Run::write(path, number, count, merged);
+    let written = Run::write(path, number, filter, count, merged);
     if let Some(error) = error {
         let _ = std::fs::remove_file(path);
         return Err(error);
@@ -399,7 +504,8 @@ mod tests {
         entries.extend((0..600_u64).map(|index| (42, 1_000_000 + index)));
         sorted(&mut entries);
         let count = u64::try_from(entries.len()).unwrap();
-        let run = Run::write(&dir.path().join("run-1.idx"), 1, count, entries.iter().copied()).unwrap();
+        let run =
+            Run::write(&dir.path().join("run-1.idx"), 1, Filter::PerEntry, count, entries.iter().copied()).unwrap();
         let cache = PageCache::new(1 << 20);
         for index in (0..20_000_u64).step_by(97) {
             assert_eq!(run.lookup(mix(index), &cache).unwrap(), vec![index]);
@@ -407,7 +513,7 @@ mod tests {
         assert_eq!(run.lookup(42, &cache).unwrap().len(), 600);
         let false_positives = (0..100_000_u64).filter(|index| run.may_contain(mix(index + 1_000_000_000))).count();
         assert!(false_positives < 1_500, "{false_positives} false positives in 100000");
-        let reopened = Run::open(&run.path, 1).unwrap();
+        let reopened = Run::open(&run.path, 1, Filter::PerEntry).unwrap();
         let read: Vec<(u64, u64)> = reopened.entries_in_order().collect::<Result<_, _>>().unwrap();
         assert_eq!(read, entries);
     }
@@ -421,7 +527,7 @@ mod tests {
                     (0..3_000_u64).map(|index| (mix(index * 4 + number), number)).collect();
                 sorted(&mut entries);
                 let path = dir.path().join(format!("run-{number}.idx"));
-                Arc::new(Run::write(&path, number, 3_000, entries.into_iter()).unwrap())
+                Arc::new(Run::write(&path, number, Filter::PerEntry, 3_000, entries.into_iter()).unwrap())
             })
             .collect();
         let merged = merge(&runs, &dir.path().join("run-9.idx"), 9).unwrap();
@@ -433,26 +539,65 @@ mod tests {
     }
 
     #[test]
+    fn values_below_match_a_scan_of_the_entries() {
+        use rand::{Rng, SeedableRng};
+        let dir = tempfile::tempdir().unwrap();
+        let mut random = rand::rngs::StdRng::seed_from_u64(7);
+        // One key with many pages of values, a few with a page boundary inside, many small.
+        let mut entries: Vec<(u64, u64)> = (0..5_000_u64).map(|value| (17, value * 3)).collect();
+        for key in 0..400_u64 {
+            let values = if key % 50 == 0 { 300 } else { random.random_range(0..6) };
+            entries.extend((0..values).map(|_| (key * 2 + 1_000, random.random_range(0..1_000_000))));
+        }
+        sorted(&mut entries);
+        entries.dedup();
+        let count = u64::try_from(entries.len()).unwrap();
+        let run = Run::write(&dir.path().join("run-1.idx"), 1, Filter::None, count, entries.iter().copied()).unwrap();
+        assert_eq!(run.memory_bytes(), BLOCK_WORDS * 8 + run.fences.len() * 12, "no filter");
+        let reopened = Run::open(&run.path, 1, Filter::None).unwrap();
+        assert!(Run::open(&run.path, 1, Filter::PerEntry).is_err(), "the filter is part of the format");
+        let cache = PageCache::new(1 << 16);
+        for _ in 0..2_000 {
+            let key = match random.random_range(0..3) {
+                0 => 17,
+                1 => random.random_range(990..1_900),
+                _ => random.random_range(0..3_000),
+            };
+            let below = if random.random_bool(0.2) { u64::MAX } else { random.random_range(0..1_000_001) };
+            let limit = random.random_range(1..400);
+            let mut expected: Vec<u64> = entries
+                .iter()
+                .filter(|(entry_key, value)| *entry_key == key && *value < below)
+                .map(|(_, value)| *value)
+                .collect();
+            expected.reverse();
+            expected.truncate(limit);
+            assert_eq!(reopened.values_below(key, below, limit, &cache).unwrap(), expected, "{key} {below} {limit}");
+        }
+        assert!(!reopened.pages_to_read(17, &PageCache::new(0)).is_empty());
+    }
+
+    #[test]
     fn damage_is_detected() {
         let dir = tempfile::tempdir().unwrap();
         let entries: Vec<(u64, u64)> = (0..1_000_u64).map(|index| (index, index)).collect();
         let path = dir.path().join("run-1.idx");
-        Run::write(&path, 1, 1_000, entries.into_iter()).unwrap();
+        Run::write(&path, 1, Filter::PerEntry, 1_000, entries.into_iter()).unwrap();
         let clean = std::fs::read(&path).unwrap();
         // A flipped byte in a page: found when the page is read.
         let mut bytes = clean.clone();
         bytes[100] ^= 1;
         std::fs::write(&path, &bytes).unwrap();
-        let run = Run::open(&path, 1).unwrap();
+        let run = Run::open(&path, 1, Filter::PerEntry).unwrap();
         assert!(matches!(run.lookup(6, &PageCache::new(0)), Err(RunError::Damaged { .. })));
         // A flipped byte in the filter or footer, or a truncation: found when opened.
         for at in [clean.len() - 1, clean.len() - 30, 4 * PAGE_BYTES + 3] {
             let mut bytes = clean.clone();
             bytes[at] ^= 1;
             std::fs::write(&path, &bytes).unwrap();
-            assert!(Run::open(&path, 1).is_err(), "flip at {at}");
+            assert!(Run::open(&path, 1, Filter::PerEntry).is_err(), "flip at {at}");
         }
         std::fs::write(&path, &clean[..clean.len() - 8]).unwrap();
-        assert!(Run::open(&path, 1).is_err());
+        assert!(Run::open(&path, 1, Filter::PerEntry).is_err());
     }
 }

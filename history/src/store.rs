@@ -2,7 +2,7 @@
 //!
 //! Records are ingested in log order into the active *memtable* (in memory, readable at once).
 //! A checkpoint freezes the memtable and, on the checkpoint thread, appends it to the files,
-//! writes the new index run and heads, applies the status changes of older holds in place,
+//! writes the new index runs and heads, applies the status changes of older holds in place,
 //! syncs everything and then the manifest, whose watermark is the last sequence it covers.
 //! Readers see the active memtable, the frozen one being written, and the files. A merge
 //! thread folds index runs of similar size together.
@@ -10,8 +10,8 @@
 //! Memory: the accounts' directory and heads (proportional to the accounts), the memtables
 //! (bounded by the checkpoint thresholds: ingesting waits when a frozen memtable is still
 //! being written and the active one has reached twice the threshold), each run's filter and
-//! fences and the page index (≈ 1.8 bytes per stored transfer), and the page cache (bounded
-//! by its setting).
+//! fences and the page index (≈ 1.9 bytes per stored transfer, 0.1 of it the account index's
+//! fences and page checksums), and the page cache (bounded by its setting).
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -39,7 +39,8 @@ use crate::format::{
     TRANSFER_RECORD_BYTES, TransferRecord, TransferStrings, decode_frame, decode_heads, encode_heads, frame_len,
     push_frame,
 };
-use crate::run::{self, Run, RunError};
+use crate::readers::Readers;
+use crate::run::{self, Filter, Run, RunError};
 
 /// Name of the history's directory inside the data directory.
 pub const HISTORY_DIR_NAME: &str = "history";
@@ -52,9 +53,9 @@ const PAGES_NAME: &str = "pages.idx";
 /// Page-cache ids of the history's own files (runs use [`run::cache_file_of`]).
 const TRANSFERS_CACHE: u64 = 1;
 const STRINGS_CACHE: u64 = 2;
-/// Threads that read the strings of a history page at once (the reads wait on the disk, not on
-/// the cores).
-const PREFETCH_READERS_MAX: usize = 16;
+/// Threads that read the pages of a history page at once (the reads wait on the disk, not on
+/// the cores; BENCHMARKS.md, "Recovery and snapshots at scale", has the measured choice).
+const READER_THREADS: usize = 32;
 const FACTS_CACHE: u64 = 3;
 /// Runs of one size tier merged together once there are this many.
 const MERGE_FAN_IN: usize = 4;
@@ -214,6 +215,61 @@ struct DiskView {
     facts_bytes: u64,
     transfer_runs: Vec<Arc<Run>>,
     fact_runs: Vec<Arc<Run>>,
+    account_runs: Vec<Arc<Run>>,
+}
+
+/// The history's three indexes, each a list of runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Index {
+    /// Fingerprint of a transfer id → the transfer's ordinal.
+    Transfers,
+    /// Fingerprint of a fact's kind and key → the offset of its frame in `facts.dat`.
+    Facts,
+    /// Account ordinal → the ordinal of a transfer that touches the account.
+    Accounts,
+}
+
+impl Index {
+    const ALL: [Index; 3] = [Index::Transfers, Index::Facts, Index::Accounts];
+
+    fn filter(self) -> Filter {
+        match self {
+            Index::Transfers | Index::Facts => Filter::PerEntry,
+            Index::Accounts => Filter::None,
+        }
+    }
+
+    fn names(self, manifest: &Manifest) -> &Vec<RunName> {
+        match self {
+            Index::Transfers => &manifest.transfer_runs,
+            Index::Facts => &manifest.fact_runs,
+            Index::Accounts => &manifest.account_runs,
+        }
+    }
+
+    fn names_mut(self, manifest: &mut Manifest) -> &mut Vec<RunName> {
+        match self {
+            Index::Transfers => &mut manifest.transfer_runs,
+            Index::Facts => &mut manifest.fact_runs,
+            Index::Accounts => &mut manifest.account_runs,
+        }
+    }
+
+    fn runs(self, disk: &DiskView) -> &Vec<Arc<Run>> {
+        match self {
+            Index::Transfers => &disk.transfer_runs,
+            Index::Facts => &disk.fact_runs,
+            Index::Accounts => &disk.account_runs,
+        }
+    }
+
+    fn runs_mut(self, disk: &mut DiskView) -> &mut Vec<Arc<Run>> {
+        match self {
+            Index::Transfers => &mut disk.transfer_runs,
+            Index::Facts => &mut disk.fact_runs,
+            Index::Accounts => &mut disk.account_runs,
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -274,6 +330,8 @@ struct Inner {
     merge_wanted: (Mutex<bool>, Condvar),
     /// Opened with [`History::open_read_only`].
     read_only: bool,
+    /// The threads that read the pages of a history page at once.
+    readers: Readers,
 }
 
 /// The history of one data directory. Clones share it.
@@ -430,11 +488,12 @@ impl History {
             return Err(damaged(&heads_path, format!("{} heads for {} accounts", heads.len(), manifest.accounts)));
         }
         let page_seqs = load_page_seqs(&dir, &files.pages, pages_expected)?;
-        let open_runs = |names: &[RunName]| -> Result<Vec<Arc<Run>>, HistoryError> {
-            names
+        let open_runs = |index: Index| -> Result<Vec<Arc<Run>>, HistoryError> {
+            index
+                .names(&manifest)
                 .iter()
                 .map(|name| {
-                    let run = Run::open(&dir.join(run_name(name.number)), name.number)?;
+                    let run = Run::open(&dir.join(run_name(name.number)), name.number, index.filter())?;
                     if run.entries() != name.entries {
                         return Err(damaged(
                             &run.path,
@@ -449,8 +508,9 @@ impl History {
             transfers: manifest.transfers,
             strings_bytes: manifest.strings_bytes,
             facts_bytes: manifest.facts_bytes,
-            transfer_runs: open_runs(&manifest.transfer_runs)?,
-            fact_runs: open_runs(&manifest.fact_runs)?,
+            transfer_runs: open_runs(Index::Transfers)?,
+            fact_runs: open_runs(Index::Facts)?,
+            account_runs: open_runs(Index::Accounts)?,
         };
         if !read_only {
             remove_unreferenced_files(&dir, &manifest);
@@ -466,6 +526,7 @@ impl History {
             page_seqs,
         };
         let (ingested_watch, _) = tokio::sync::watch::channel(watermark);
+        let dir_for_errors = dir.clone();
         let inner = Arc::new(Inner {
             dir,
             settings,
@@ -483,6 +544,8 @@ impl History {
             last_checkpoint: Mutex::new(Instant::now()),
             merge_wanted: (Mutex::new(false), Condvar::new()),
             read_only,
+            readers: Readers::new(READER_THREADS, "history-reader")
+                .map_err(io_error(&dir_for_errors, "start the reader threads"))?,
         });
         Ok(History { inner })
     }
@@ -508,6 +571,7 @@ impl History {
             fingerprint_keys: [rand::random(), rand::random()],
             transfer_runs: Vec::new(),
             fact_runs: Vec::new(),
+            account_runs: Vec::new(),
         };
         write_manifest(dir, &manifest)?;
         if let Some(parent) = dir.parent() {
@@ -551,7 +615,7 @@ impl History {
 
     pub fn stats(&self) -> HistoryStats {
         let state = read_lock(&self.inner.state);
-        let runs = state.disk.transfer_runs.iter().chain(&state.disk.fact_runs);
+        let runs = Index::ALL.into_iter().flat_map(|index| index.runs(&state.disk));
         HistoryStats {
             transfers: state.active.end_ordinal(),
             accounts: u64::try_from(state.accounts.len()).expect("fits"),
@@ -596,7 +660,7 @@ fn run_name(number: u64) -> String {
 /// merge).
 fn remove_unreferenced_files(dir: &Path, manifest: &Manifest) {
     let Ok(entries) = std::fs::read_dir(dir) else { return };
-    let runs: Vec<u64> = manifest.transfer_runs.iter().chain(&manifest.fact_runs).map(|run| run.number).collect();
+    let runs: Vec<u64> = Index::ALL.into_iter().flat_map(|index| index.names(manifest)).map(|run| run.number).collect();
     for entry in entries.flatten() {
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
@@ -965,7 +1029,6 @@ fn change_hold(
 // Reads
 // ---------------------------------------------------------------------------------------------
 
-/// A stored transfer with its place in the accounts' chains.
 #[derive(Debug, Clone)]
 /// Where a transfer's chains go on: the accounts it touches and their previous transfers.
 struct Links {
@@ -994,14 +1057,17 @@ struct Located {
 
 impl From<&MemTransfer> for Located {
     fn from(entry: &MemTransfer) -> Located {
-        Located {
-            transfer: entry.transfer.clone(),
-            links: Links {
-                debit: entry.debit,
-                credit: entry.credit,
-                previous_of_debit: entry.previous_of_debit,
-                previous_of_credit: entry.previous_of_credit,
-            },
+        Located { transfer: entry.transfer.clone(), links: Links::from(entry) }
+    }
+}
+
+impl From<&MemTransfer> for Links {
+    fn from(entry: &MemTransfer) -> Links {
+        Links {
+            debit: entry.debit,
+            credit: entry.credit,
+            previous_of_debit: entry.previous_of_debit,
+            previous_of_credit: entry.previous_of_credit,
         }
     }
 }
@@ -1182,6 +1248,7 @@ impl History {
 
     fn path_of_cache(&self, cache_file: u64) -> PathBuf {
         self.inner.dir.join(match cache_file {
+            TRANSFERS_CACHE => TRANSFERS_NAME,
             STRINGS_CACHE => STRINGS_NAME,
             _ => FACTS_NAME,
         })
@@ -1211,6 +1278,11 @@ impl History {
     /// Newest first: at most `limit` of the transfers that debit or credit `account` (created
     /// before `before_seq` when given, a cursor from a previous page), and the next cursor.
     /// `None` when the history does not know the account.
+    ///
+    /// The transfers still in memory are found by their chain (each names the previous
+    /// transfer of each of its accounts), those in the files by the account index; then the
+    /// fixed records and the strings of every transfer on the page are read from disk at once
+    /// rather than one after another, and the transfers assembled from the cache.
     pub fn account_transfers(
         &self,
         account: &Id,
@@ -1218,50 +1290,44 @@ impl History {
         limit: usize,
     ) -> Result<Option<AccountPage>, HistoryError> {
         let limit = limit.max(1);
-        let (ordinal, head) = {
-            let state = read_lock(&self.inner.state);
-            let Some(ordinal) = state.account_ordinals.get(account).copied() else { return Ok(None) };
-            (ordinal, state.heads[slot(ordinal)])
+        // One more than the page tells whether there is a next one.
+        let wanted = limit + 1;
+        let bound = match before_seq {
+            Some(seq) => self.ordinal_bound(seq)?,
+            None => u64::MAX,
         };
-        let mut next = head;
-        if let Some(before) = before_seq {
-            next = match self.ordinal_of_seq(before)? {
-                // The cursor names a transfer of this account: continue after it.
-                Some(cursor) => {
-                    let located = self.locate(cursor)?;
-                    if located.links.touches(ordinal) {
-                        located.links.previous_of(ordinal)
-                    } else {
-                        self.skip_to(ordinal, head, before)?
-                    }
+        let (account_ordinal, mut ordinals, files_below, runs) = {
+            let state = read_lock(&self.inner.state);
+            let Some(account_ordinal) = state.account_ordinals.get(account).copied() else { return Ok(None) };
+            let disk_transfers = state.disk.transfers;
+            let mut ordinals = Vec::new();
+            let mut next = state.heads[slot(account_ordinal)];
+            while next > disk_transfers && bound > disk_transfers && ordinals.len() < wanted {
+                let ordinal = next - 1;
+                let links = state
+                    .frozen
+                    .as_ref()
+                    .and_then(|frozen| frozen.get(ordinal))
+                    .or_else(|| state.active.get(ordinal))
+                    .map(Links::from)
+                    .filter(|links| links.touches(account_ordinal))
+                    .ok_or_else(|| self.broken_history(account, ordinal))?;
+                if ordinal < bound {
+                    ordinals.push(ordinal);
                 }
-                None => self.skip_to(ordinal, head, before)?,
-            };
-        }
-        // First the chain, through the fixed records only (each names the next); then the
-        // strings of every transfer on it, whose pages are read from disk at once rather than
-        // one after another; then the transfers, from the cache.
-        let mut ordinals = Vec::with_capacity(limit.min(1024) + 1);
-        while next != 0 && ordinals.len() <= limit {
-            let links = self.links(next - 1)?;
-            if !links.touches(ordinal) {
-                return Err(damaged(
-                    &self.inner.dir.join(TRANSFERS_NAME),
-                    format!("the history of {account} is broken at transfer {}", next - 1),
-                ));
+                next = links.previous_of(account_ordinal);
             }
-            ordinals.push(next - 1);
-            next = links.previous_of(ordinal);
+            (account_ordinal, ordinals, bound.min(disk_transfers), state.disk.account_runs.clone())
+        };
+        if ordinals.len() < wanted && files_below > 0 {
+            ordinals.extend(self.indexed_transfers(account_ordinal, files_below, wanted - ordinals.len(), &runs)?);
         }
-        self.prefetch_strings(&ordinals);
+        self.prefetch_transfers(&ordinals);
         let mut transfers = Vec::with_capacity(ordinals.len());
-        for transfer_ordinal in ordinals {
-            let located = self.locate(transfer_ordinal)?;
-            if !located.links.touches(ordinal) {
-                return Err(damaged(
-                    &self.inner.dir.join(TRANSFERS_NAME),
-                    format!("the history of {account} is broken at transfer {transfer_ordinal}"),
-                ));
+        for ordinal in ordinals {
+            let located = self.locate(ordinal)?;
+            if !located.links.touches(account_ordinal) {
+                return Err(self.broken_history(account, ordinal));
             }
             transfers.push(located.transfer);
         }
@@ -1271,91 +1337,103 @@ impl History {
         Ok(Some(AccountPage { transfers, next }))
     }
 
-    /// The chain links of the transfer at `ordinal`: from its fixed record when it is on disk
-    /// (its strings are not read), else from memory.
-    fn links(&self, ordinal: u64) -> Result<Links, HistoryError> {
-        let on_disk = ordinal < read_lock(&self.inner.state).disk.transfers;
-        if !on_disk {
-            return Ok(self.locate(ordinal)?.links);
-        }
-        Ok(Links::from(&self.read_record(ordinal)?))
+    fn broken_history(&self, account: &Id, ordinal: u64) -> HistoryError {
+        damaged(
+            &self.inner.dir.join(TRANSFERS_NAME),
+            format!("the history of {account} names transfer {ordinal}, which does not touch it"),
+        )
     }
 
-    /// Reads into the cache, concurrently, the pages of `strings.dat` that the transfers at
-    /// `ordinals` need and the cache lacks: with a cold cache a page of a history costs about
-    /// one disk read's latency for all of them instead of one per transfer. Best effort: a page
-    /// that cannot be read here is read (and its error reported) by the caller's own read.
-    fn prefetch_strings(&self, ordinals: &[u64]) {
-        let page_bytes = u64::try_from(PAGE_BYTES).expect("fits");
-        let disk_transfers = read_lock(&self.inner.state).disk.transfers;
-        let mut pages: Vec<u64> = Vec::new();
-        for &ordinal in ordinals.iter().filter(|&&ordinal| ordinal < disk_transfers) {
-            let Ok(record) = self.read_record(ordinal) else { continue };
-            let first = record.strings_offset / page_bytes;
-            let last = (record.strings_offset + u64::from(record.strings_bytes.max(1)) - 1) / page_bytes;
-            pages.extend((first..=last).filter(|&page| self.inner.cache.get((STRINGS_CACHE, page)).is_none()));
+    /// Largest first: at most `wanted` ordinals below `below` of the transfers in the files
+    /// that touch `account`, from the account index. Each run is probed; with a cold cache the
+    /// runs are read at once.
+    fn indexed_transfers(
+        &self,
+        account: u32,
+        below: u64,
+        wanted: usize,
+        runs: &[Arc<Run>],
+    ) -> Result<Vec<u64>, HistoryError> {
+        let key = u64::from(account);
+        let cold = runs.iter().filter(|run| !run.pages_to_read(key, &self.inner.cache).is_empty()).count();
+        let found = if cold > 1 {
+            let history = self.clone();
+            self.inner.readers.map(runs.to_vec(), move |run| run.values_below(key, below, wanted, &history.inner.cache))
+        } else {
+            runs.iter().map(|run| run.values_below(key, below, wanted, &self.inner.cache)).collect()
+        };
+        let mut ordinals = Vec::with_capacity(wanted);
+        for values in found {
+            ordinals.extend(values?);
         }
-        pages.sort_unstable();
-        pages.dedup();
-        if pages.len() < 2 {
+        ordinals.sort_unstable_by(|left, right| right.cmp(left));
+        ordinals.dedup();
+        ordinals.truncate(wanted);
+        Ok(ordinals)
+    }
+
+    /// Reads into the cache, concurrently, the pages of `transfers.dat` and of `strings.dat`
+    /// that the transfers at `ordinals` need: each reader takes a share of the transfers and
+    /// reads each one's record, then its strings. With a cold cache a page of a history costs
+    /// about two disk reads' latency per share instead of two per transfer. Best effort: a page
+    /// that cannot be read here is read (and its error reported) by the caller's own read.
+    fn prefetch_transfers(&self, ordinals: &[u64]) {
+        let disk_transfers = read_lock(&self.inner.state).disk.transfers;
+        let cold: Vec<u64> = ordinals
+            .iter()
+            .copied()
+            .filter(|&ordinal| ordinal < disk_transfers)
+            .filter(|ordinal| self.inner.cache.get((TRANSFERS_CACHE, ordinal / RECORDS_PER_PAGE)).is_none())
+            .collect();
+        if cold.len() < 2 {
             return;
         }
-        let path = self.inner.dir.join(STRINGS_NAME);
-        let readers = pages.len().min(PREFETCH_READERS_MAX);
-        let per_reader = pages.len().div_ceil(readers);
-        std::thread::scope(|scope| {
-            for share in pages.chunks(per_reader) {
-                let path = &path;
-                scope.spawn(move || {
-                    for &page in share {
-                        // Errors are the caller's to report, when it reads the page itself.
-                        let _ = self.read_page(&self.inner.files.strings, STRINGS_CACHE, page, path);
+        // One share per reader: fewer hand-offs (each a thread's wake-up) than one per
+        // transfer, for as many reads at once.
+        let per_reader = cold.len().div_ceil(READER_THREADS);
+        let shares: Vec<Vec<u64>> = cold.chunks(per_reader).map(<[u64]>::to_vec).collect();
+        let history = self.clone();
+        self.inner.readers.map(shares, move |share| {
+            let page_bytes = u64::try_from(PAGE_BYTES).expect("fits");
+            let path = history.inner.dir.join(STRINGS_NAME);
+            for ordinal in share {
+                let Ok(record) = history.read_record(ordinal) else { continue };
+                let first = record.strings_offset / page_bytes;
+                let last = (record.strings_offset + u64::from(record.strings_bytes.max(1)) - 1) / page_bytes;
+                for page in first..=last {
+                    if history.inner.cache.get((STRINGS_CACHE, page)).is_none() {
+                        let _ = history.read_page(&history.inner.files.strings, STRINGS_CACHE, page, &path);
                     }
-                });
+                }
             }
         });
     }
 
-    /// From `head`, the first link of `account`'s chain created before `before` (a walk: for a
-    /// cursor that is not a transfer of the account).
-    fn skip_to(&self, account: u32, head: u64, before: u64) -> Result<u64, HistoryError> {
-        let mut next = head;
-        while next != 0 {
-            let located = self.locate(next - 1)?;
-            if located.transfer.seq < before {
-                return Ok(next);
-            }
-            next = located.links.previous_of(account);
-        }
-        Ok(0)
-    }
-
-    /// The ordinal of the transfer created at `seq`, if one was.
-    fn ordinal_of_seq(&self, seq: u64) -> Result<Option<u64>, HistoryError> {
+    /// How many transfers were created before `seq`: the ordinal of the first one created at
+    /// or after it.
+    fn ordinal_bound(&self, seq: u64) -> Result<u64, HistoryError> {
         let (page, disk_transfers) = {
             let state = read_lock(&self.inner.state);
-            for memtable in state.frozen.iter().map(|frozen| &**frozen).chain(std::iter::once(&state.active)) {
-                if let Ok(index) = memtable.transfers.binary_search_by_key(&seq, |entry| entry.transfer.seq) {
-                    return Ok(Some(memtable.first_ordinal + u64::try_from(index).expect("fits")));
+            for memtable in std::iter::once(&state.active).chain(state.frozen.as_deref()) {
+                if memtable.transfers.first().is_some_and(|first| first.transfer.seq < seq) {
+                    let before = memtable.transfers.partition_point(|entry| entry.transfer.seq < seq);
+                    return Ok(memtable.first_ordinal + u64::try_from(before).expect("fits"));
                 }
             }
-            let page = state.page_seqs.partition_point(|first| *first <= seq);
-            if page == 0 {
-                return Ok(None);
+            let pages = state.page_seqs.partition_point(|first| *first < seq);
+            if pages == 0 {
+                return Ok(0);
             }
-            (u64::try_from(page - 1).expect("fits"), state.disk.transfers)
+            (u64::try_from(pages - 1).expect("fits"), state.disk.transfers)
         };
         let first = page * RECORDS_PER_PAGE;
-        for ordinal in first..(first + RECORDS_PER_PAGE).min(disk_transfers) {
-            let record = self.read_record(ordinal)?;
-            if record.seq == seq {
-                return Ok(Some(ordinal));
-            }
-            if record.seq > seq {
-                break;
+        let end = (first + RECORDS_PER_PAGE).min(disk_transfers);
+        for ordinal in first..end {
+            if self.read_record(ordinal)?.seq >= seq {
+                return Ok(ordinal);
             }
         }
-        Ok(None)
+        Ok(end)
     }
 
     /// The latest payload recorded for (`kind`, `key`), if any.
@@ -1565,8 +1643,34 @@ impl History {
             let number = manifest.next_file_number;
             manifest.next_file_number += 1;
             let count = u64::try_from(entries.len()).expect("fits");
-            new_transfer_run =
-                Some(Arc::new(Run::write(&dir.join(run_name(number)), number, count, entries.into_iter())?));
+            new_transfer_run = Some(Arc::new(Run::write(
+                &dir.join(run_name(number)),
+                number,
+                Index::Transfers.filter(),
+                count,
+                entries.into_iter(),
+            )?));
+        }
+        let mut new_account_run = None;
+        if !memtable.transfers.is_empty() {
+            let mut entries: Vec<(u64, u64)> = Vec::with_capacity(memtable.transfers.len() * 2);
+            for (index, entry) in memtable.transfers.iter().enumerate() {
+                let ordinal = memtable.first_ordinal + u64::try_from(index).expect("fits");
+                entries.push((u64::from(entry.debit), ordinal));
+                entries.push((u64::from(entry.credit), ordinal));
+            }
+            entries.sort_unstable();
+            entries.dedup();
+            let number = manifest.next_file_number;
+            manifest.next_file_number += 1;
+            let count = u64::try_from(entries.len()).expect("fits");
+            new_account_run = Some(Arc::new(Run::write(
+                &dir.join(run_name(number)),
+                number,
+                Index::Accounts.filter(),
+                count,
+                entries.into_iter(),
+            )?));
         }
         let mut new_fact_run = None;
         if !fact_entries.is_empty() {
@@ -1574,8 +1678,13 @@ impl History {
             let number = manifest.next_file_number;
             manifest.next_file_number += 1;
             let count = u64::try_from(fact_entries.len()).expect("fits");
-            new_fact_run =
-                Some(Arc::new(Run::write(&dir.join(run_name(number)), number, count, fact_entries.into_iter())?));
+            new_fact_run = Some(Arc::new(Run::write(
+                &dir.join(run_name(number)),
+                number,
+                Index::Facts.filter(),
+                count,
+                fact_entries.into_iter(),
+            )?));
         }
 
         // Holds of earlier checkpoints posted, voided or expired since: in place.
@@ -1639,6 +1748,9 @@ impl History {
         if let Some(run) = &new_fact_run {
             manifest.fact_runs.push(RunName { number: run.number, entries: run.entries() });
         }
+        if let Some(run) = &new_account_run {
+            manifest.account_runs.push(RunName { number: run.number, entries: run.entries() });
+        }
         write_manifest(dir, &manifest)?;
 
         {
@@ -1648,6 +1760,7 @@ impl History {
             state.disk.facts_bytes = manifest.facts_bytes;
             state.disk.transfer_runs.extend(new_transfer_run);
             state.disk.fact_runs.extend(new_fact_run);
+            state.disk.account_runs.extend(new_account_run);
             state.page_seqs.extend(page_seqs);
             state.frozen = None;
         }
@@ -1679,12 +1792,12 @@ impl History {
             if lock(&self.inner.queue).stop {
                 return;
             }
-            for facts in [false, true] {
+            for index in Index::ALL {
                 if lock(&self.inner.queue).stop {
                     return;
                 }
                 loop {
-                    match self.merge_once(facts) {
+                    match self.merge_once(index) {
                         Ok(true) => continue,
                         Ok(false) => break,
                         Err(error) => {
@@ -1698,12 +1811,11 @@ impl History {
     }
 
     /// Merges one tier of runs if one is due; returns whether it did.
-    fn merge_once(&self, facts: bool) -> Result<bool, HistoryError> {
+    fn merge_once(&self, index: Index) -> Result<bool, HistoryError> {
         let (runs, number) = {
             let mut manifest = lock(&self.inner.manifest);
             let state = read_lock(&self.inner.state);
-            let runs = if facts { &state.disk.fact_runs } else { &state.disk.transfer_runs };
-            let Some(group) = tier_to_merge(runs) else { return Ok(false) };
+            let Some(group) = tier_to_merge(index.runs(&state.disk)) else { return Ok(false) };
             let number = manifest.next_file_number;
             manifest.next_file_number += 1;
             (group, number)
@@ -1714,13 +1826,13 @@ impl History {
         let mut manifest_guard = lock(&self.inner.manifest);
         let mut manifest = manifest_guard.clone();
         let merged_numbers: Vec<u64> = runs.iter().map(|run| run.number).collect();
-        let names = if facts { &mut manifest.fact_runs } else { &mut manifest.transfer_runs };
+        let names = index.names_mut(&mut manifest);
         names.retain(|name| !merged_numbers.contains(&name.number));
         names.push(RunName { number, entries: merged.entries() });
         write_manifest(&self.inner.dir, &manifest)?;
         {
             let mut state = write_lock(&self.inner.state);
-            let runs = if facts { &mut state.disk.fact_runs } else { &mut state.disk.transfer_runs };
+            let runs = index.runs_mut(&mut state.disk);
             runs.retain(|run| !merged_numbers.contains(&run.number));
             runs.push(merged.clone());
         }
@@ -1789,10 +1901,9 @@ impl History {
         std::fs::create_dir_all(&staging).map_err(io_error(&staging, "create the directory"))?;
         let manifest = {
             let manifest = lock(&self.inner.manifest).clone();
-            let names: Vec<String> = manifest
-                .transfer_runs
-                .iter()
-                .chain(&manifest.fact_runs)
+            let names: Vec<String> = Index::ALL
+                .into_iter()
+                .flat_map(|index| index.names(&manifest))
                 .map(|run| run_name(run.number))
                 .chain((manifest.accounts > 0).then(|| heads_name(manifest.heads_number)))
                 .collect();
@@ -2015,14 +2126,16 @@ impl History {
     /// link and head, every index run's pages and that they index exactly the transfers, every
     /// fact, the page index. `progress` hears (transfers done, in all).
     pub fn verify(&self, mut progress: impl FnMut(u64, u64)) -> Result<VerifyReport, HistoryError> {
-        let (transfers, accounts, heads, runs, fact_runs, facts_bytes, page_seqs) = {
+        let (transfers, disk_transfers, accounts, heads, runs, fact_runs, account_runs, facts_bytes, page_seqs) = {
             let state = read_lock(&self.inner.state);
             (
                 state.active.end_ordinal(),
+                state.disk.transfers,
                 state.accounts.len(),
                 state.heads.clone(),
                 state.disk.transfer_runs.clone(),
                 state.disk.fact_runs.clone(),
+                state.disk.account_runs.clone(),
                 state.disk.facts_bytes,
                 state.page_seqs.clone(),
             )
@@ -2040,6 +2153,8 @@ impl History {
         };
         let mut running_heads = vec![0_u64; accounts];
         let mut previous_seq = 0;
+        // What the account index must hold: its entries' count and an order-free digest.
+        let (mut account_entries, mut account_digest) = (0_u64, 0_u64);
         for ordinal in 0..transfers {
             if ordinal % 65_536 == 0 {
                 progress(ordinal, transfers);
@@ -2078,6 +2193,12 @@ impl History {
             }
             running_heads[debit] = ordinal + 1;
             running_heads[credit] = ordinal + 1;
+            if ordinal < disk_transfers {
+                for account in [located.links.debit, located.links.credit] {
+                    account_entries += 1;
+                    account_digest = account_digest.wrapping_add(entry_digest(u64::from(account), ordinal));
+                }
+            }
             match self.find_transfer(&transfer.id) {
                 Ok(Some((found, _))) if found == ordinal => {}
                 Ok(_) => problem(&mut report, format!("the id index does not find transfer {}", transfer.id)),
@@ -2088,7 +2209,6 @@ impl History {
         if running_heads != heads {
             problem(&mut report, "the heads of the account histories disagree with the transfers".to_owned());
         }
-        let disk_transfers = read_lock(&self.inner.state).disk.transfers;
         let indexed: u64 = runs.iter().map(|run| run.entries()).sum();
         if indexed != disk_transfers {
             problem(
@@ -2096,13 +2216,31 @@ impl History {
                 format!("the id index holds {indexed} entries for {disk_transfers} transfers in the files"),
             );
         }
-        for run in runs.iter().chain(&fact_runs) {
+        let (mut indexed_entries, mut indexed_digest) = (0_u64, 0_u64);
+        for run in runs.iter().chain(&fact_runs).chain(&account_runs) {
+            let of_accounts = account_runs.iter().any(|account_run| Arc::ptr_eq(account_run, run));
             for entry in run.entries_in_order() {
-                if let Err(error) = entry {
-                    problem(&mut report, error.to_string());
-                    break;
+                match entry {
+                    Ok((account, ordinal)) if of_accounts => {
+                        indexed_entries += 1;
+                        indexed_digest = indexed_digest.wrapping_add(entry_digest(account, ordinal));
+                    }
+                    Ok(_) => {}
+                    Err(error) => {
+                        problem(&mut report, error.to_string());
+                        break;
+                    }
                 }
             }
+        }
+        if (indexed_entries, indexed_digest) != (account_entries, account_digest) {
+            problem(
+                &mut report,
+                format!(
+                    "the account index holds {indexed_entries} entries, which disagree with the {account_entries} \
+                     the transfers in the files make"
+                ),
+            );
         }
         let mut offset = 0;
         while offset < facts_bytes {
@@ -2119,6 +2257,14 @@ impl History {
         }
         Ok(report)
     }
+}
+
+/// One entry's share of the account index's digest in [`History::verify`] (a sum of these, so
+/// that the order of runs and entries does not matter).
+fn entry_digest(account: u64, ordinal: u64) -> u64 {
+    let mut value = account.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ ordinal.rotate_left(29);
+    value = (value ^ (value >> 31)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    value ^ (value >> 29)
 }
 
 /// The length of a fact's frame.

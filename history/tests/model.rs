@@ -164,6 +164,13 @@ fn check(history: &History, book: &TransferBook, facts: &Facts, upto_seq: u64) {
             }
         }
         assert_eq!(seen, expected, "history of {account}");
+        // A cursor that is not one of the account's transfers: those created before it.
+        let before = upto_seq.min(u64::try_from(book.transfers.len()).unwrap()) / 2 + 1;
+        let page = history.account_transfers(&account, Some(before), 3).unwrap().expect("the account is known");
+        let expected_before: Vec<(u64, Id)> =
+            expected.iter().filter(|(seq, _)| *seq < before).take(3).cloned().collect();
+        let found: Vec<(u64, Id)> = page.transfers.iter().map(|transfer| (transfer.seq, transfer.id.clone())).collect();
+        assert_eq!(found, expected_before, "history of {account} before {before}");
     }
     assert_eq!(history.account_transfers(&id("nobody"), None, 3).unwrap(), None);
     // Facts as of `upto_seq` are checked at the end only (the reference holds the last).
@@ -418,4 +425,72 @@ fn a_seeded_history_holds_the_open_holds_and_continues_the_log() {
 
     // Seeding is for an empty history only.
     assert!(History::seed(dir.path(), &ledger, settings).is_err());
+}
+
+/// Damage to any index run: a history page, a transfer or a fact is an error naming the run
+/// (or, for a run not needed, the right answer), never a wrong answer; verify names the run.
+#[test]
+fn damage_to_an_index_run_is_found_never_answered_wrongly() {
+    let (records, book, facts) = random_log(29, 300);
+    let dir = tempfile::tempdir().unwrap();
+    let (history, threads) = History::open(dir.path(), settings()).unwrap();
+    history.ingest(1, &records).unwrap();
+    history.close(threads).unwrap();
+    let history_dir = dir.path().join("history");
+    let mut runs: Vec<std::path::PathBuf> = std::fs::read_dir(&history_dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.file_name().unwrap().to_str().unwrap().starts_with("run-"))
+        .collect();
+    runs.sort();
+    assert!(runs.len() >= 3, "an id, a fact and an account index: {runs:?}");
+    let mut pages_refused = 0;
+    for run in &runs {
+        let clean = std::fs::read(run).unwrap();
+        let mut damaged = clean.clone();
+        damaged[40] ^= 0x10;
+        std::fs::write(run, &damaged).unwrap();
+        let (history, threads) = History::open(dir.path(), settings()).unwrap();
+        for index in 0..ACCOUNTS {
+            let account = account_id(index);
+            let mut expected: Vec<Id> = book
+                .transfers
+                .values()
+                .filter(|transfer| transfer.debit_account == account || transfer.credit_account == account)
+                .map(|transfer| (transfer.seq, transfer.id.clone()))
+                .collect::<BTreeMap<u64, Id>>()
+                .into_values()
+                .rev()
+                .collect();
+            expected.truncate(1_000);
+            match history.account_transfers(&account, None, 1_000) {
+                Ok(page) => {
+                    let found: Vec<Id> = page.unwrap().transfers.iter().map(|transfer| transfer.id.clone()).collect();
+                    assert_eq!(found, expected, "history of {account} with {run:?} damaged");
+                }
+                Err(error) => {
+                    assert!(error.is_damage() && error.to_string().contains("run-"), "{error}");
+                    pages_refused += 1;
+                }
+            }
+        }
+        for transfer in book.transfers.values() {
+            match history.transfer(&transfer.id) {
+                Ok(found) => assert_eq!(found.as_deref(), Some(&**transfer)),
+                Err(error) => assert!(error.is_damage() && error.to_string().contains("run-"), "{error}"),
+            }
+        }
+        for ((kind, key), payload) in &facts {
+            match history.fact(kind, key) {
+                Ok(found) => assert_eq!(found.as_deref(), Some(payload.as_slice())),
+                Err(error) => assert!(error.is_damage() && error.to_string().contains("run-"), "{error}"),
+            }
+        }
+        let report = history.verify(|_, _| {}).unwrap();
+        let name = run.file_name().unwrap().to_str().unwrap();
+        assert!(report.problems.iter().any(|problem| problem.contains(name)), "{name}: {:?}", report.problems);
+        drop(threads);
+        std::fs::write(run, &clean).unwrap();
+    }
+    assert!(pages_refused > 0, "a damaged account index refuses a page");
 }
