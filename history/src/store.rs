@@ -1379,11 +1379,17 @@ impl History {
     /// that cannot be read here is read (and its error reported) by the caller's own read.
     fn prefetch_transfers(&self, ordinals: &[u64]) {
         let disk_transfers = read_lock(&self.inner.state).disk.transfers;
+        // Cold: the record's page is not cached, or it is and a page of the strings is not.
         let cold: Vec<u64> = ordinals
             .iter()
             .copied()
             .filter(|&ordinal| ordinal < disk_transfers)
-            .filter(|ordinal| self.inner.cache.get((TRANSFERS_CACHE, ordinal / RECORDS_PER_PAGE)).is_none())
+            .filter(|&ordinal| {
+                self.inner.cache.get((TRANSFERS_CACHE, ordinal / RECORDS_PER_PAGE)).is_none()
+                    || self.read_record(ordinal).is_ok_and(|record| {
+                        strings_pages(&record).any(|page| self.inner.cache.get((STRINGS_CACHE, page)).is_none())
+                    })
+            })
             .collect();
         if cold.len() < 2 {
             return;
@@ -1394,13 +1400,10 @@ impl History {
         let shares: Vec<Vec<u64>> = cold.chunks(per_reader).map(<[u64]>::to_vec).collect();
         let history = self.clone();
         self.inner.readers.map(shares, move |share| {
-            let page_bytes = u64::try_from(PAGE_BYTES).expect("fits");
             let path = history.inner.dir.join(STRINGS_NAME);
             for ordinal in share {
                 let Ok(record) = history.read_record(ordinal) else { continue };
-                let first = record.strings_offset / page_bytes;
-                let last = (record.strings_offset + u64::from(record.strings_bytes.max(1)) - 1) / page_bytes;
-                for page in first..=last {
+                for page in strings_pages(&record) {
                     if history.inner.cache.get((STRINGS_CACHE, page)).is_none() {
                         let _ = history.read_page(&history.inner.files.strings, STRINGS_CACHE, page, &path);
                     }
@@ -1631,61 +1634,14 @@ impl History {
         write_at(files, &files.facts, &dir.join(FACTS_NAME), &fact_bytes, manifest.facts_bytes)?;
 
         // The new index runs.
-        let mut new_transfer_run = None;
-        if !memtable.transfers.is_empty() {
-            let mut entries: Vec<(u64, u64)> = memtable
-                .transfers
-                .iter()
-                .enumerate()
-                .map(|(index, entry)| (entry.fingerprint, memtable.first_ordinal + u64::try_from(index).expect("fits")))
-                .collect();
-            entries.sort_unstable();
-            let number = manifest.next_file_number;
-            manifest.next_file_number += 1;
-            let count = u64::try_from(entries.len()).expect("fits");
-            new_transfer_run = Some(Arc::new(Run::write(
-                &dir.join(run_name(number)),
-                number,
-                Index::Transfers.filter(),
-                count,
-                entries.into_iter(),
-            )?));
-        }
-        let mut new_account_run = None;
-        if !memtable.transfers.is_empty() {
-            let mut entries: Vec<(u64, u64)> = Vec::with_capacity(memtable.transfers.len() * 2);
-            for (index, entry) in memtable.transfers.iter().enumerate() {
-                let ordinal = memtable.first_ordinal + u64::try_from(index).expect("fits");
-                entries.push((u64::from(entry.debit), ordinal));
-                entries.push((u64::from(entry.credit), ordinal));
-            }
-            entries.sort_unstable();
-            entries.dedup();
-            let number = manifest.next_file_number;
-            manifest.next_file_number += 1;
-            let count = u64::try_from(entries.len()).expect("fits");
-            new_account_run = Some(Arc::new(Run::write(
-                &dir.join(run_name(number)),
-                number,
-                Index::Accounts.filter(),
-                count,
-                entries.into_iter(),
-            )?));
-        }
-        let mut new_fact_run = None;
-        if !fact_entries.is_empty() {
-            fact_entries.sort_unstable();
-            let number = manifest.next_file_number;
-            manifest.next_file_number += 1;
-            let count = u64::try_from(fact_entries.len()).expect("fits");
-            new_fact_run = Some(Arc::new(Run::write(
-                &dir.join(run_name(number)),
-                number,
-                Index::Facts.filter(),
-                count,
-                fact_entries.into_iter(),
-            )?));
-        }
+        let ordinals = (memtable.first_ordinal..).zip(&memtable.transfers);
+        let transfer_entries = ordinals.clone().map(|(ordinal, entry)| (entry.fingerprint, ordinal)).collect();
+        let new_transfer_run = write_new_run(dir, &mut manifest, Index::Transfers, transfer_entries)?;
+        let account_entries = ordinals
+            .flat_map(|(ordinal, entry)| [(u64::from(entry.debit), ordinal), (u64::from(entry.credit), ordinal)])
+            .collect();
+        let new_account_run = write_new_run(dir, &mut manifest, Index::Accounts, account_entries)?;
+        let new_fact_run = write_new_run(dir, &mut manifest, Index::Facts, fact_entries)?;
 
         // Holds of earlier checkpoints posted, voided or expired since: in place.
         if !memtable.changes.is_empty() || !memtable.first_ordinal.is_multiple_of(RECORDS_PER_PAGE) {
@@ -1845,6 +1801,26 @@ impl History {
         tracing::debug!(entries = merged.entries(), runs = runs.len(), "history index runs merged");
         Ok(true)
     }
+}
+
+/// Writes `entries` (in any order) as a new run of `index` numbered from `manifest`, synced;
+/// `None` when there are none.
+fn write_new_run(
+    dir: &Path,
+    manifest: &mut Manifest,
+    index: Index,
+    mut entries: Vec<(u64, u64)>,
+) -> Result<Option<Arc<Run>>, HistoryError> {
+    if entries.is_empty() {
+        return Ok(None);
+    }
+    entries.sort_unstable();
+    entries.dedup();
+    let number = manifest.next_file_number;
+    manifest.next_file_number += 1;
+    let count = u64::try_from(entries.len()).expect("fits");
+    let run = Run::write(&dir.join(run_name(number)), number, index.filter(), count, entries.into_iter())?;
+    Ok(Some(Arc::new(run)))
 }
 
 /// The runs of the smallest tier with [`MERGE_FAN_IN`] runs of similar size, if any.
@@ -2257,6 +2233,13 @@ impl History {
         }
         Ok(report)
     }
+}
+
+/// The pages of `strings.dat` that hold the strings of `record`.
+fn strings_pages(record: &TransferRecord) -> std::ops::RangeInclusive<u64> {
+    let page_bytes = u64::try_from(PAGE_BYTES).expect("fits");
+    let first = record.strings_offset / page_bytes;
+    first..=(record.strings_offset + u64::from(record.strings_bytes.max(1)) - 1) / page_bytes
 }
 
 /// One entry's share of the account index's digest in [`History::verify`] (a sum of these, so
